@@ -1,0 +1,106 @@
+"""The `sagepipe` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from pipelines.errors import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def state_root() -> Path:
+    """Where local state lives: $SAGEPIPE_HOME, else .sagepipe in the repository (or current folder)."""
+    if os.environ.get("SAGEPIPE_HOME"):
+        return Path(os.environ["SAGEPIPE_HOME"])
+    from pipelines.loader import find_repo_root
+
+    return find_repo_root(Path.cwd() / "sagepipe.yaml") / ".sagepipe"
+
+
+def _config_args(parser: argparse.ArgumentParser, params: bool = True) -> None:
+    parser.add_argument("config", help="pipeline YAML file, e.g. configs/fraud-detection.yaml")
+    parser.add_argument("--env", default="local", help="overlay configs/env/ENV.yaml (default: local)")
+    if params:
+        parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a pipeline parameter (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagepipe", description="Declarative ML pipelines: run them here, "
+                                     "compile them to SageMaker Pipelines.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _config_args(sub.add_parser("validate", help="check a pipeline config and report every problem"))
+    _config_args(sub.add_parser("describe", help="show a pipeline's parameters and steps"))
+    graph = sub.add_parser("graph", help="print the pipeline graph (mermaid or dot)")
+    _config_args(graph, params=False)
+    graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    run = sub.add_parser("run", help="run a pipeline on this machine")
+    _config_args(run)
+    run.add_argument("--no-cache", action="store_true", help="run every step even when cached")
+    run.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                     help="steps at once (default: CPU count)")
+    run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    resume = sub.add_parser("resume", help="continue a failed or interrupted run")
+    resume.add_argument("run_id")
+    resume.add_argument("--max-parallel", type=int, default=None, metavar="N")
+    resume.add_argument("--json", action="store_true")
+    runs = sub.add_parser("runs", help="list or show local runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    runs_sub.add_parser("list", help="recent runs, newest first").add_argument("--json", action="store_true")
+    show = runs_sub.add_parser("show", help="one run's steps")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pipelines import commands
+
+    if args.command == "runs":
+        return commands.runs_list(state_root(), args.json) if args.runs_command == "list" \
+            else commands.runs_show(state_root(), args.run_id, args.json)
+    if args.command == "resume":
+        return commands.resume(state_root(), args.run_id, args.max_parallel, args.json)
+    from pipelines.loader import load_pipeline
+
+    spec = load_pipeline(args.config, args.env, getattr(args, "param", []))
+    if args.command == "validate":
+        print(f"ok: {spec.source_file}: pipeline '{spec.name}' (env {spec.env}): {len(spec.steps)} steps, "
+              f"{len(spec.parameters)} parameters")
+        return EXIT_OK
+    if args.command == "describe":
+        print(commands.describe(spec))
+        return EXIT_OK
+    if args.command == "graph":
+        from pipelines.graph import Graph
+
+        graph = Graph(spec)
+        print(graph.mermaid() if args.format == "mermaid" else graph.dot(), end="")
+        return EXIT_OK
+    return commands.run(spec, state_root(), not args.no_cache, args.max_parallel, args.json)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

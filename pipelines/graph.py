@@ -1,0 +1,198 @@
+"""The pipeline as a DAG, and the checks that make a spec runnable (each check one function)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pipelines.errors import Problem, did_you_mean
+from pipelines.refs import MetricRef, OutputRef, ParamRef, refs_in
+from pipelines.spec import PipelineSpec
+from pipelines.yamlsource import SourceMap
+
+
+def step_refs(step: Any) -> list:
+    """Every reference a step makes, wherever in its fields it sits."""
+    found = refs_in([getattr(step, name) for name in type(step).model_fields])
+    if hasattr(step, "condition"):
+        from steps.condition import expr_refs
+
+        found += expr_refs(step.condition)
+    return found
+
+
+class Graph:
+    """Steps and the edges between them: data references, depends_on and condition branches."""
+
+    def __init__(self, spec: PipelineSpec):
+        self.spec = spec
+        self.names = [s.name for s in spec.steps]
+        self.upstream: dict[str, set[str]] = {name: set() for name in self.names}
+        for step in spec.steps:
+            for ref in step_refs(step):
+                if isinstance(ref, (OutputRef, MetricRef)) and ref.step in self.upstream:
+                    self.upstream[step.name].add(ref.step)
+            self.upstream[step.name].update(d for d in step.depends_on if d in self.upstream)
+            for targets in step.branch_targets().values():
+                for target in targets:
+                    if target in self.upstream:
+                        self.upstream[target].add(step.name)
+
+    def downstream(self, name: str) -> list[str]:
+        return [n for n in self.names if name in self.upstream[n]]
+
+    def topological(self) -> list[str]:
+        """Steps in an order where each comes after what it needs (ties keep file order)."""
+        done: list[str] = []
+        remaining = list(self.names)
+        while remaining:
+            ready = [n for n in remaining if self.upstream[n] <= set(done)]
+            if not ready:
+                raise ValueError("cycle")
+            done += ready
+            remaining = [n for n in remaining if n not in ready]
+        return done
+
+    def find_cycle(self) -> list[str] | None:
+        """One cycle as [a, b, ..., a], or None."""
+        state: dict[str, int] = {}
+        stack: list[str] = []
+
+        def visit(node: str) -> list[str] | None:
+            state[node] = 1
+            stack.append(node)
+            for parent in sorted(self.upstream[node]):
+                if state.get(parent) == 1:
+                    cycle = stack[stack.index(parent):] + [parent]
+                    return list(reversed(cycle))
+                if parent not in state and (found := visit(parent)):
+                    return found
+            stack.pop()
+            state[node] = 2
+            return None
+
+        for name in self.names:
+            if name not in state and (found := visit(name)):
+                return found
+        return None
+
+    def mermaid(self) -> str:
+        lines = ["flowchart TD"]
+        for step in self.spec.steps:
+            lines.append(f'    {_node_id(step.name)}["{step.name}<br/><i>{step.type}</i>"]')
+        for step in self.spec.steps:
+            branches = {t: b for b, targets in step.branch_targets().items() for t in targets}
+            for child in self.downstream(step.name):
+                label = f"|{branches[child]}|" if child in branches else ""
+                lines.append(f"    {_node_id(step.name)} -->{label} {_node_id(child)}")
+        return "\n".join(lines) + "\n"
+
+    def dot(self) -> str:
+        lines = [f'digraph "{self.spec.name}" {{', "    rankdir=TB;", "    node [shape=box, style=rounded];"]
+        for step in self.spec.steps:
+            lines.append(f'    "{step.name}" [label="{step.name}\\n({step.type})"];')
+        for step in self.spec.steps:
+            branches = {t: b for b, targets in step.branch_targets().items() for t in targets}
+            for child in self.downstream(step.name):
+                label = f' [label="{branches[child]}"]' if child in branches else ""
+                lines.append(f'    "{step.name}" -> "{child}"{label};')
+        return "\n".join(lines) + "\n}\n"
+
+
+def _node_id(name: str) -> str:
+    return "s_" + name.replace("-", "_")
+
+
+Sites = list[tuple[Any, Any, tuple, Callable[[tuple, str], Problem]]]
+
+
+def lint(spec: PipelineSpec, sites: Sites, smap: SourceMap) -> list[Problem]:
+    """Run every check; each returns the problems it found."""
+    index = {step.name: i for i, step in enumerate(spec.steps)}
+
+    def at(step: str, *fields: Any) -> Callable[[str], Problem]:
+        return lambda message: smap.problem(("steps", index.get(step, 0)) + fields, message,
+                                            ".".join(["steps", step, *map(str, fields)]))
+
+    problems: list[Problem] = []
+    for check in (check_unique_names, check_depends_on, check_branches, check_code_paths):
+        problems += list(check(spec, at))
+    problems += list(check_references(spec, sites))
+    if not problems:
+        problems += list(check_cycles(spec, at))
+    return problems
+
+
+def check_unique_names(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
+    seen: set[str] = set()
+    for step in spec.steps:
+        if step.name in seen:
+            yield at(step.name, "name")(f"duplicate step name '{step.name}'; step names must be unique")
+        seen.add(step.name)
+
+
+def check_depends_on(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
+    names = [s.name for s in spec.steps]
+    for step in spec.steps:
+        for dep in step.depends_on:
+            if dep not in names:
+                yield at(step.name, "depends_on")(f"no step named '{dep}'{did_you_mean(dep, names)}")
+            elif dep == step.name:
+                yield at(step.name, "depends_on")("a step cannot depend on itself")
+
+
+def check_branches(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
+    names = [s.name for s in spec.steps]
+    for step in spec.steps:
+        branches = step.branch_targets()
+        for branch, targets in branches.items():
+            for target in targets:
+                if target not in names:
+                    yield at(step.name, branch)(f"no step named '{target}'{did_you_mean(target, names)}")
+                elif target == step.name:
+                    yield at(step.name, branch)("a condition cannot branch to itself")
+        both = set(branches.get("if_true", [])) & set(branches.get("if_false", []))
+        for target in sorted(both):
+            yield at(step.name, "if_false")(f"'{target}' is in both if_true and if_false; keep it in one")
+
+
+def check_code_paths(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
+    root = Path(spec.repo_root).resolve()
+    for step in spec.steps:
+        code = step.code_path()
+        if code is None:
+            continue
+        path = (root / code).resolve()
+        if not path.is_relative_to(root):
+            yield at(step.name, "code")(f"script '{code}' is outside the repository ({root}); "
+                                        "keep code under the repository")
+        elif not path.is_file():
+            near = [str(p.relative_to(root)) for p in path.parent.glob("*.py")] if path.parent.is_dir() else []
+            yield at(step.name, "code")(f"script '{code}' does not exist{did_you_mean(code, near)}")
+
+
+def check_references(spec: PipelineSpec, sites: Sites) -> Iterator[Problem]:
+    steps = {s.name: s for s in spec.steps}
+    for owner, ref, path, locate in sites:
+        if isinstance(ref, ParamRef):
+            if ref.name not in spec.parameters:
+                yield locate(path, f"{ref}: no parameter '{ref.name}'{did_you_mean(ref.name, spec.parameters)}")
+            continue
+        target = steps.get(ref.step)
+        if target is None:
+            yield locate(path, f"{ref}: no step named '{ref.step}'{did_you_mean(ref.step, steps)}")
+        elif ref.step == owner:
+            yield locate(path, f"{ref}: a step cannot refer to itself")
+        elif isinstance(ref, OutputRef) and ref.output not in target.output_names():
+            outputs = target.output_names()
+            hint = did_you_mean(ref.output, outputs) if outputs else f" (step '{ref.step}' has no outputs)"
+            yield locate(path, f"{ref}: step '{ref.step}' has no output '{ref.output}'{hint}")
+        elif isinstance(ref, MetricRef) and not target.has_metrics():
+            yield locate(path, f"{ref}: step '{ref.step}' ({target.type}) writes no metrics report; "
+                               "refer to an evaluation step")
+
+
+def check_cycles(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
+    cycle = Graph(spec).find_cycle()
+    if cycle:
+        yield at(cycle[0])(f"steps form a cycle: {' -> '.join(cycle)}; remove one of these dependencies")

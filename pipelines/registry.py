@@ -1,0 +1,122 @@
+"""The local model registry: model package groups with numbered, status-tracked versions.
+
+Layout: `.sagepipe/registry/<group>/<version>/` holding `package.json` and `model/`.
+Versions are claimed with an atomic mkdir, so two registrations at once get two versions.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import did_you_mean
+from pipelines.fsutil import atomic_write_json, link_tree
+
+STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+
+
+class RegistryError(Exception):
+    """A registry request that cannot be carried out (unknown group, bad transition)."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class LocalRegistry:
+    """Model package groups under one folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def groups(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.exists() else []
+
+    def versions(self, group: str) -> list[dict[str, Any]]:
+        folder = self._group_dir(group)
+        packages = []
+        for entry in folder.iterdir():
+            manifest = entry / "package.json"
+            if entry.name.isdigit() and manifest.exists():
+                packages.append(json.loads(manifest.read_text()))
+        return sorted(packages, key=lambda p: p["version"])
+
+    def show(self, group: str, version: int) -> dict[str, Any]:
+        manifest = self._group_dir(group) / str(version) / "package.json"
+        if not manifest.exists():
+            known = [str(p["version"]) for p in self.versions(group)]
+            raise RegistryError(f"model group '{group}' has no version {version}"
+                                f" (versions: {', '.join(known) or 'none'})")
+        return json.loads(manifest.read_text())
+
+    def register(self, group: str, model_dir: Path, metrics: dict[str, Any], status: str,
+                 lineage: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Add a version (or return the existing one for an identical model); (package, created)."""
+        group_dir = self.root / group
+        group_dir.mkdir(parents=True, exist_ok=True)
+        existing = [p for p in self.versions(group) if p["lineage"].get("model_hash") == lineage.get("model_hash")]
+        if existing:
+            return existing[-1], False
+        version = self._claim_version(group_dir)
+        folder = group_dir / str(version)
+        link_tree(model_dir, folder / "model")
+        package = {
+            "group": group, "version": version, "status": status, "created_at": _now(),
+            "metrics": metrics, "lineage": lineage, "model_dir": str(folder / "model"),
+            "history": [{"status": status, "at": _now(), "by": _user(), "note": "registered",
+                         "previous": None}],
+        }
+        atomic_write_json(folder / "package.json", package)
+        return package, True
+
+    def set_status(self, group: str, version: int, status: str, note: str = "",
+                   force: bool = False) -> dict[str, Any]:
+        """Approve or reject a version, recording who, when, why and the previous status."""
+        if status not in STATUSES:
+            raise RegistryError(f"unknown status '{status}'{did_you_mean(status, STATUSES)}")
+        package = self.show(group, version)
+        previous = package["status"]
+        if previous == "Rejected" and status == "Approved" and not force:
+            raise RegistryError(f"{group} version {version} was rejected; approving it needs --force")
+        package["status"] = status
+        package["history"].append({"status": status, "at": _now(), "by": _user(), "note": note,
+                                   "previous": previous})
+        atomic_write_json(self._group_dir(group) / str(version) / "package.json", package)
+        return package
+
+    def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
+        matching = [p for p in self.versions(group) if status is None or p["status"] == status]
+        return matching[-1] if matching else None
+
+    def _group_dir(self, group: str) -> Path:
+        folder = self.root / group
+        if not folder.is_dir():
+            raise RegistryError(f"no model group '{group}'{did_you_mean(group, self.groups())}")
+        return folder
+
+    @staticmethod
+    def _claim_version(group_dir: Path) -> int:
+        taken = [int(p.name) for p in group_dir.iterdir() if p.name.isdigit()]
+        version = max(taken, default=0) + 1
+        while True:
+            try:
+                (group_dir / str(version)).mkdir()
+                return version
+            except FileExistsError:
+                version += 1
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
+
+
+def remove_group(root: Path, group: str) -> None:
+    shutil.rmtree(root / group, ignore_errors=True)

@@ -1,0 +1,46 @@
+"""What the script-running step types (processing, training, evaluation) share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipelines.spec import Cache, Resources, Retry, StepSpec
+
+class ScriptStep(StepSpec):
+    """A step that runs a model_code script in a container (locally: a subprocess)."""
+
+    code: str
+    inputs: dict[str, Any] = {}
+    environment: dict[str, Any] = {}
+    resources: Resources | None = None
+    image: str | None = None
+    sagemaker: dict[str, Any] = {}
+
+    def code_path(self) -> str | None:
+        return self.code
+
+    def effective_retry(self, defaults: Retry) -> Retry:
+        return self.retry or defaults
+
+    def effective_cache(self, defaults: Cache) -> Cache:
+        return self.cache or defaults
+
+    def effective_resources(self, defaults: Resources) -> Resources:
+        return self.resources or defaults
+
+
+def link_input(source: Path, mount: Path) -> None:
+    """Make `mount` a folder that holds source (a folder's contents, or a single file)."""
+    mount.parent.mkdir(parents=True, exist_ok=True)
+    if mount.is_symlink() or mount.is_file():
+        mount.unlink()
+    elif mount.exists():
+        import shutil
+
+        shutil.rmtree(mount)
+    if source.is_dir():
+        mount.symlink_to(source.resolve(), target_is_directory=True)
+    else:
+        mount.mkdir()
+        (mount / source.name).symlink_to(source.resolve())

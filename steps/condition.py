@@ -1,0 +1,118 @@
+"""`type: condition` — compare metrics and parameters, then run one branch and skip the other."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Union
+
+from pydantic import field_validator
+
+from pipelines.errors import StepFailed
+from pipelines.local.context import LocalResult, StepContext
+from pipelines.refs import refs_in
+from pipelines.spec import StepSpec
+
+COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+    "==": operator.eq, "!=": operator.ne, "in": lambda left, right: left in right,
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    left: Any
+    op: str
+    right: Any
+
+
+@dataclass(frozen=True)
+class Logical:
+    op: str  # "and" | "or" | "not"
+    operands: tuple["Expr", ...]
+
+
+Expr = Union[Comparison, Logical]
+
+
+def parse_expr(raw: Any) -> Expr:
+    """Parse `{left, op, right}` or `{and: [...]}` / `{or: [...]}` / `{not: {...}}`."""
+    if not isinstance(raw, dict):
+        raise ValueError("a condition is a mapping: {left: ..., op: '>=', right: ...}, "
+                         "or {and: [...]}, {or: [...]}, {not: {...}}")
+    keys = set(raw)
+    if keys <= {"left", "op", "right"}:
+        missing = {"left", "op", "right"} - keys
+        if missing:
+            raise ValueError(f"comparison is missing {', '.join(sorted(missing))}")
+        if raw["op"] not in COMPARISONS:
+            raise ValueError(f"unknown operator {raw['op']!r}; use one of {' '.join(COMPARISONS)}")
+        if raw["op"] == "in" and not isinstance(raw["right"], list):
+            raise ValueError("'in' needs a list on the right, e.g. right: [a, b]")
+        return Comparison(raw["left"], raw["op"], raw["right"])
+    if len(keys) == 1 and keys <= {"and", "or"}:
+        (op,) = keys
+        items = raw[op]
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"'{op}' takes a non-empty list of conditions")
+        return Logical(op, tuple(parse_expr(item) for item in items))
+    if keys == {"not"}:
+        return Logical("not", (parse_expr(raw["not"]),))
+    unknown = sorted(keys - {"left", "op", "right", "and", "or", "not"})
+    hint = f"unknown key(s) {', '.join(map(str, unknown))}; " if unknown else ""
+    raise ValueError(hint + "use either left/op/right or exactly one of and/or/not")
+
+
+def evaluate(expr: Expr, resolve: Callable[[Any], Any]) -> bool:
+    """Evaluate an expression after resolving its references."""
+    if isinstance(expr, Comparison):
+        left, right = resolve(expr.left), resolve(expr.right)
+        try:
+            return bool(COMPARISONS[expr.op](left, right))
+        except TypeError:
+            raise StepFailed(f"cannot compare {left!r} {expr.op} {right!r}") from None
+    results = [evaluate(operand, resolve) for operand in expr.operands]
+    if expr.op == "and":
+        return all(results)
+    if expr.op == "or":
+        return any(results)
+    return not results[0]
+
+
+def describe(expr: Expr, resolve: Callable[[Any], Any] | None = None) -> str:
+    """The expression as text, with values filled in when resolve is given."""
+    if isinstance(expr, Comparison):
+        show = (lambda v: repr(resolve(v))) if resolve else str
+        return f"{show(expr.left)} {expr.op} {show(expr.right)}"
+    if expr.op == "not":
+        return f"not ({describe(expr.operands[0], resolve)})"
+    return f" {expr.op} ".join(f"({describe(o, resolve)})" for o in expr.operands)
+
+
+def expr_refs(expr: Expr) -> list:
+    if isinstance(expr, Comparison):
+        return refs_in([expr.left, expr.right])
+    return [r for operand in expr.operands for r in expr_refs(operand)]
+
+
+class ConditionStep(StepSpec):
+    """SageMaker ConditionStep: if_true steps run when the condition holds, if_false otherwise."""
+
+    type: Literal["condition"] = "condition"
+    condition: Any
+    if_true: list[str] = []
+    if_false: list[str] = []
+
+    @field_validator("condition")
+    @classmethod
+    def _parse(cls, value: Any) -> Expr:
+        return value if isinstance(value, (Comparison, Logical)) else parse_expr(value)
+
+    def branch_targets(self) -> dict[str, list[str]]:
+        return {"if_true": self.if_true, "if_false": self.if_false}
+
+    def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
+        holds = evaluate(self.condition, ctx.resolve)
+        shown = describe(self.condition, ctx.resolve)
+        return LocalResult(skip=self.if_false if holds else self.if_true,
+                           note=f"{shown} is {'true' if holds else 'false'}")

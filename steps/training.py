@@ -1,0 +1,87 @@
+"""`type: training` — a training script that sees SageMaker's training-container contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pipelines.errors import StepFailed
+from pipelines.local.context import LocalResult, StepContext
+from steps.base import ScriptStep, link_input
+
+OUTPUTS = ("model", "output")
+
+
+class TrainingStep(ScriptStep):
+    """SageMaker TrainingStep: channels, SM_MODEL_DIR, hyperparameters as arguments and SM_HPS."""
+
+    type: Literal["training"] = "training"
+    hyperparameters: dict[str, Any] = {}
+
+    def output_names(self) -> list[str]:
+        return list(OUTPUTS)
+
+    def local_output_dirs(self, step_dir: Path) -> dict[str, Path]:
+        return {"model": step_dir / "model", "output": step_dir / "output" / "data"}
+
+    def local_fingerprint(self, ctx: StepContext) -> dict[str, Any]:
+        return {"hyperparameters": ctx.resolve(self.hyperparameters),
+                "environment": ctx.resolve(self.environment)}
+
+    def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
+        channels = {name: ctx.step_dir / "input" / "data" / name for name in inputs}
+        for name, source in inputs.items():
+            link_input(source, channels[name])
+        outputs = self.local_output_dirs(ctx.step_dir)
+        for folder in outputs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        checkpoints = ctx.step_dir / "checkpoints"
+        checkpoints.mkdir(exist_ok=True)
+        hps = ctx.resolve(self.hyperparameters)
+        env = {str(k): str(v) for k, v in ctx.resolve(self.environment).items()}
+        env.update(training_env(channels, outputs, hps, checkpoints))
+        argv = [sys.executable, str(ctx.repo_path(self.code))]
+        for key, value in hps.items():
+            argv += [f"--{key}", _hp_text(value)]
+        code = ctx.run_process(argv, env, ctx.step_dir)
+        if code != 0:
+            raise StepFailed(f"script {self.code} exited with code {code}")
+        return LocalResult(outputs=outputs)
+
+
+def training_env(channels: dict[str, Path], outputs: dict[str, Path], hps: dict[str, Any],
+                 checkpoints: Path) -> dict[str, str]:
+    """The SM_* variables a SageMaker training container sets, pointing at local folders."""
+    env = {f"SM_CHANNEL_{name.upper().replace('-', '_')}": str(path) for name, path in channels.items()}
+    env.update({
+        "SM_CHANNELS": json.dumps(sorted(channels)),
+        "SM_MODEL_DIR": str(outputs["model"]),
+        "SM_OUTPUT_DATA_DIR": str(outputs["output"]),
+        "SM_HPS": json.dumps(hps, sort_keys=True),
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_NUM_CPUS": str(os.cpu_count() or 1),
+        "SM_NUM_GPUS": str(_gpu_count()),
+        "SAGEPIPE_CHECKPOINT_DIR": str(checkpoints),
+    })
+    return env
+
+
+def _hp_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+def _gpu_count() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    return len(list(Path("/dev").glob("nvidia[0-9]*")))
