@@ -1,0 +1,83 @@
+"""Training step: LightGBM on the encoded claims with early stopping on the validation split.
+
+Channels: SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION (parquet), SM_CHANNEL_TRANSFORM (feature_transform.json).
+Writes to SM_MODEL_DIR: model.txt (LightGBM text format), feature_transform.json, metadata.json.
+Writes to SM_OUTPUT_DATA_DIR: training_history.json (validation metrics per iteration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+import features
+from schema import CATEGORICAL, LABEL
+
+
+def _read(channel: str) -> pd.DataFrame:
+    folder = Path(os.environ[f"SM_CHANNEL_{channel.upper()}"])
+    return pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="train the LightGBM fraud model")
+    parser.add_argument("--num_boost_round", type=int, default=300)
+    parser.add_argument("--learning_rate", type=float, default=0.03)
+    parser.add_argument("--num_leaves", type=int, default=15)
+    parser.add_argument("--min_child_samples", type=int, default=20)
+    parser.add_argument("--feature_fraction", type=float, default=0.9)
+    parser.add_argument("--bagging_fraction", type=float, default=0.9)
+    parser.add_argument("--lambda_l2", type=float, default=1.0)
+    parser.add_argument("--early_stopping_rounds", type=int, default=50)
+    parser.add_argument("--class_imbalance", choices=["none", "scale_pos_weight", "is_unbalance"],
+                        default="scale_pos_weight")
+    parser.add_argument("--seed", type=int, default=42)
+    args, _ = parser.parse_known_args()
+
+    import lightgbm as lgb
+
+    model_dir, output_dir = Path(os.environ["SM_MODEL_DIR"]), Path(os.environ["SM_OUTPUT_DATA_DIR"])
+    transform = features.load(Path(os.environ["SM_CHANNEL_TRANSFORM"]))
+    train, validation = _read("train"), _read("validation")
+    x_train, x_val = features.apply(transform, train), features.apply(transform, validation)
+    y_train, y_val = train[LABEL].to_numpy(), validation[LABEL].to_numpy()
+    params = {
+        "objective": "binary", "metric": ["auc", "binary_logloss"], "learning_rate": args.learning_rate,
+        "num_leaves": args.num_leaves, "min_child_samples": args.min_child_samples,
+        "feature_fraction": args.feature_fraction, "bagging_fraction": args.bagging_fraction, "bagging_freq": 1,
+        "lambda_l2": args.lambda_l2, "seed": args.seed, "deterministic": True, "verbosity": -1,
+        "num_threads": int(os.environ.get("SM_NUM_CPUS", "0")),
+    }
+    positives = max(int(y_train.sum()), 1)
+    if args.class_imbalance == "scale_pos_weight":
+        params["scale_pos_weight"] = (len(y_train) - positives) / positives
+    elif args.class_imbalance == "is_unbalance":
+        params["is_unbalance"] = True
+    train_set = lgb.Dataset(x_train, y_train, categorical_feature=CATEGORICAL, free_raw_data=True)
+    val_set = lgb.Dataset(x_val, y_val, reference=train_set, categorical_feature=CATEGORICAL)
+    history: dict = {}
+    booster = lgb.train(
+        params, train_set, num_boost_round=args.num_boost_round, valid_sets=[val_set], valid_names=["validation"],
+        callbacks=[lgb.early_stopping(args.early_stopping_rounds, first_metric_only=True, verbose=False),
+                   lgb.record_evaluation(history), lgb.log_evaluation(period=50)],
+    )
+    best = booster.best_iteration or booster.current_iteration()
+    booster.save_model(str(model_dir / "model.txt"), num_iteration=best)
+    features.save(transform, model_dir)
+    val_auc = history["validation"]["auc"][best - 1]
+    metadata = {"model_type": "lightgbm", "framework_version": lgb.__version__, "best_iteration": best,
+                "validation_auc": val_auc, "hyperparameters": vars(args), "params": params,
+                "features": transform["features"], "train_rows": len(train), "train_positive_rate": float(y_train.mean())}
+    (model_dir / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+    (output_dir / "training_history.json").write_text(json.dumps(history["validation"]))
+    shutil.copy(model_dir / "metadata.json", output_dir / "metadata.json")
+    print(f"best iteration {best}: validation auc {val_auc:.4f} ({len(train)} training rows)")
+
+
+if __name__ == "__main__":
+    main()
