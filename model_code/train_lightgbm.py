@@ -34,8 +34,9 @@ def main() -> None:
     parser.add_argument("--bagging_fraction", type=float, default=0.9)
     parser.add_argument("--lambda_l2", type=float, default=1.0)
     parser.add_argument("--early_stopping_rounds", type=int, default=50)
-    parser.add_argument("--class_imbalance", choices=["none", "scale_pos_weight", "is_unbalance"],
-                        default="scale_pos_weight")
+    parser.add_argument("--class_imbalance", choices=["none", "scale_pos_weight", "sqrt_scale_pos_weight", "is_unbalance"],
+                        default="sqrt_scale_pos_weight",
+                        help="up-weight the rare fraud class by neg/pos, by its square root, or not at all")
     parser.add_argument("--seed", type=int, default=42)
     args, _ = parser.parse_known_args()
 
@@ -56,6 +57,8 @@ def main() -> None:
     positives = max(int(y_train.sum()), 1)
     if args.class_imbalance == "scale_pos_weight":
         params["scale_pos_weight"] = (len(y_train) - positives) / positives
+    elif args.class_imbalance == "sqrt_scale_pos_weight":
+        params["scale_pos_weight"] = ((len(y_train) - positives) / positives) ** 0.5
     elif args.class_imbalance == "is_unbalance":
         params["is_unbalance"] = True
     train_set = lgb.Dataset(x_train, y_train, categorical_feature=CATEGORICAL, free_raw_data=True)

@@ -206,7 +206,7 @@ def _steps(raw: Any, smap: SourceMap, problems: list[Problem]) -> tuple[list[Any
             return smap.problem(path, message, format_path((label,) + path[2:]))
 
         kind = body.get("type")
-        if kind not in STEP_TYPES:
+        if not isinstance(kind, str) or kind not in STEP_TYPES:
             message = "missing 'type'" if kind is None else f"unknown step type '{kind}'"
             problems.append(locate(where + ("type",), message + did_you_mean(str(kind), STEP_TYPES)))
             continue

@@ -45,7 +45,7 @@ def parse_expr(raw: Any) -> Expr:
         missing = {"left", "op", "right"} - keys
         if missing:
             raise ValueError(f"comparison is missing {', '.join(sorted(missing))}")
-        if raw["op"] not in COMPARISONS:
+        if not isinstance(raw["op"], str) or raw["op"] not in COMPARISONS:
             raise ValueError(f"unknown operator {raw['op']!r}; use one of {' '.join(COMPARISONS)}")
         if raw["op"] == "in" and not isinstance(raw["right"], list):
             raise ValueError("'in' needs a list on the right, e.g. right: [a, b]")

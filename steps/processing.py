@@ -24,7 +24,9 @@ class ProcessingStep(ScriptStep):
     @field_validator("outputs", mode="before")
     @classmethod
     def _names_only(cls, value: Any) -> Any:
-        return {name: None for name in value} if isinstance(value, list) else value
+        if isinstance(value, list) and all(isinstance(name, str) for name in value):
+            return {name: None for name in value}
+        return value
 
     def output_names(self) -> list[str]:
         return list(self.outputs)
