@@ -151,11 +151,12 @@ class LocalRunner:
     def _execute_in(self, step: Any, ctx: StepContext, started: float) -> None:
         is_script = hasattr(step, "local_output_dirs")
         inputs: dict[str, Path] = self._inputs(step, ctx) if is_script else {}
-        cache_cfg = step.cache or self.spec.defaults.cache if is_script else None
+        cache_cfg = (step.cache or self.spec.defaults.cache) if is_script else None
         key = None
-        if cache_cfg is not None and cache_cfg.enabled and self.use_cache:
+        if cache_cfg is not None and cache_cfg.enabled:
             key = StepCache.key(self._cache_payload(step, ctx, inputs))
-            entry = self.cache.lookup(key, cache_cfg.expire_after)
+            # --no-cache skips reuse but still records the fresh outputs for later runs
+            entry = self.cache.lookup(key, cache_cfg.expire_after) if self.use_cache else None
             if entry is not None:
                 targets = step.local_output_dirs(ctx.step_dir)
                 self.cache.restore(key, targets)
