@@ -29,8 +29,8 @@ class DeployStep(StepSpec):
         registry = LocalRegistry(ctx.state_root / "registry")
         approved = registry.latest(self.model_group, "Approved") if self.model_group in registry.groups() else None
         if approved is None:
-            return LocalResult(note=f"no approved version of {self.model_group} yet; approve one with "
-                                    f"`sagepipe models approve {self.model_group} VERSION`")
+            return LocalResult(note=f"no approved version of {self.model_group} yet; "
+                                    "deployment waits for an approval")
         record = {
             "endpoint_name": self.endpoint_name, "model_group": self.model_group,
             "version": approved["version"], "model_dir": approved["model_dir"],
