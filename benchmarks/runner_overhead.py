@@ -37,18 +37,16 @@ def sagepipe_pipeline(folder: Path, n: int) -> Path:
 
 
 def metaflow_flow(folder: Path, n: int) -> Path:
+    """The same linear chain as a Metaflow flow: start, s1 .. s{n-1}, end; each adds one to a value."""
+    names = ["start"] + [f"s{i}" for i in range(1, n)] + ["end"]
     lines = ["from metaflow import FlowSpec, step", "", f"class Linear{n}(FlowSpec):"]
-    for i in range(n):
-        nxt = f"self.next(self.s{i + 1})" if i + 1 < n else "self.next(self.end)"
+    for i, name in enumerate(names[:-1]):
         body = "self.value = 0" if i == 0 else "self.value = self.value + 1"
-        name = "start" if i == 0 else f"s{i}"
-        lines += ["    @step", f"    def {name}(self):", f"        {body}", f"        {nxt}".replace(
-            f"self.s{i + 1})", f"self.s{i + 1})" if i + 1 < n else "self.end)"), ""]
+        lines += ["    @step", f"    def {name}(self):", f"        {body}", f"        self.next(self.{names[i + 1]})", ""]
     lines += ["    @step", "    def end(self):", "        pass", "", "", "if __name__ == '__main__':",
               f"    Linear{n}()"]
-    text = "\n".join(lines).replace("self.next(self.s1)", "self.next(self.s1)")
     path = folder / f"linear_{n}.py"
-    path.write_text(text.replace(f"def s{0}(", "def start("))
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

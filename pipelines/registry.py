@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -117,6 +116,3 @@ def _user() -> str:
     except (KeyError, OSError):
         return os.environ.get("USER", "unknown")
 
-
-def remove_group(root: Path, group: str) -> None:
-    shutil.rmtree(root / group, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipelines.errors import StepFailed
-from pipelines.fsutil import hash_path
+from pipelines.fsutil import hash_json, hash_path
 from pipelines.graph import Graph
 from pipelines.local.cache import StepCache
 from pipelines.local.context import LocalResult, StepContext
@@ -257,7 +257,7 @@ class LocalRunner:
         if code not in self._code_hashes:
             script = self.repo_root / code
             parts = [hash_path(script)] + [hash_path(p) for p in sorted(script.parent.glob("*.py")) if p != script]
-            self._code_hashes[code] = hash_path_list(parts)
+            self._code_hashes[code] = hash_json(parts)
         return self._code_hashes[code]
 
     # --- processes and signals ----------------------------------------------------------------
@@ -318,8 +318,3 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
-
-def hash_path_list(parts: list[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
