@@ -16,6 +16,7 @@ import pandas as pd
 
 from model_io import FraudModel
 from schema import LABEL
+from tracking import Tracking
 
 ROOT = Path(os.environ.get("SAGEPIPE_PROCESSING_DIR", "/opt/ml/processing"))
 
@@ -113,6 +114,10 @@ def main() -> None:
     (out / "evaluation.json").write_text(json.dumps(report, indent=2))
     plots(y, p, model.feature_importance(), report, out)
     scores = report["binary_classification_metrics"]
+    track = Tracking.from_env()
+    track.log_metrics({f"test_{k}": v["value"] for k, v in scores.items()
+                       if isinstance(v, dict) and isinstance(v.get("value"), (int, float))})
+    track.log_artifacts(out, "evaluation")
     print(f"test rows {len(y)}: auc {scores['auc']['value']:.4f} ± {scores['auc']['standard_deviation']:.4f}, "
           f"pr_auc {scores['pr_auc']['value']:.4f}, recall {scores['recall']['value']:.3f}, "
           f"precision {scores['precision']['value']:.3f} at threshold {args.threshold}")

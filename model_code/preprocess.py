@@ -19,6 +19,7 @@ import pandas as pd
 import features
 from data_quality import DataError, load_suite, validate
 from schema import KEY, LABEL, NA_VALUES
+from tracking import Tracking
 
 ROOT = Path(os.environ.get("SAGEPIPE_PROCESSING_DIR", "/opt/ml/processing"))
 
@@ -72,6 +73,10 @@ def run(args: argparse.Namespace) -> None:
               for name in ("claims.csv", "customers.csv")}
     docs = ROOT / "output" / "data_docs"
     failures = validate(frames, suite, docs)
+    track = Tracking.from_env()
+    track.log_artifacts(docs, "data_docs")
+    track.log_metrics({f"rows_{name.removesuffix('.csv')}": len(frame) for name, frame in frames.items()}
+                      | {"expectations_failed": len(failures)})
     if failures:
         raise DataError("data-quality check failed (Data Docs: output data_docs/index.html):\n  "
                         + "\n  ".join(failures))
@@ -85,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
     for name, split in zip(("train", "validation", "test"), splits):
         split.to_parquet(ROOT / "output" / name / f"{name}.parquet", index=False)
         print(f"{name}: {len(split)} rows, {split[LABEL].mean():.2%} fraud")
+        track.log_metrics({f"{name}_rows": len(split), f"{name}_fraud_rate": float(split[LABEL].mean())})
     features.save(features.fit(splits[0]), ROOT / "output" / "transform")
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 import features
 from schema import CATEGORICAL, LABEL
+from tracking import Tracking
 
 
 def _read(channel: str) -> pd.DataFrame:
@@ -80,6 +81,29 @@ def main() -> None:
     (output_dir / "training_history.json").write_text(json.dumps(history["validation"]))
     shutil.copy(model_dir / "metadata.json", output_dir / "metadata.json")
     print(f"best iteration {best}: validation auc {val_auc:.4f} ({len(train)} training rows)")
+    log_to_mlflow(booster, x_val, params, vars(args), history["validation"], best)
+
+
+def log_to_mlflow(booster, x_val: pd.DataFrame, params: dict, hyperparameters: dict, history: dict,
+                  best: int) -> None:
+    """Hyperparameters, validation metrics per iteration, and the booster through mlflow.lightgbm."""
+    track = Tracking.from_env()
+    if not track.enabled:
+        return
+    track.log_params({**hyperparameters, **{f"lgb.{k}": v for k, v in params.items() if k not in hyperparameters}})
+    for metric, values in history.items():
+        track.log_metric_history(f"validation_{metric}", values)
+    track.log_metrics({"best_iteration": best, **{f"best_validation_{m}": v[best - 1] for m, v in history.items()}})
+
+    def log_model() -> None:
+        import lightgbm as lgb
+        import mlflow.lightgbm
+        from mlflow.models import infer_signature
+
+        example = x_val.head(5)
+        mlflow.lightgbm.log_model(booster, name="model", signature=infer_signature(example, booster.predict(example)),
+                                  input_example=example, pip_requirements=[f"lightgbm=={lgb.__version__}"])
+    track.log_model(log_model)
 
 
 if __name__ == "__main__":

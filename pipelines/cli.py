@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pipelines.errors import ConfigError
+from pipelines.registry import RegistryError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -56,7 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
     show = runs_sub.add_parser("show", help="one run's steps")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+    _models_args(sub)
+    ui = sub.add_parser("ui", help="open the MLflow UI (a local mlflow server) over the tracking store")
+    ui.add_argument("--env", default="local", help="whose tracking store (default: local)")
+    ui.add_argument("--port", type=int, default=5000)
     return parser
+
+
+def _models_args(sub: Any) -> None:
+    models = sub.add_parser("models", help="list, show, approve or reject registered model versions")
+    actions = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="versions of every group, or of one")
+    listing.add_argument("group", nargs="?")
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one version: status, metrics, lineage, history")
+    show.add_argument("group")
+    show.add_argument("version", type=int)
+    show.add_argument("--json", action="store_true")
+    for verb, text in (("approve", "approve a version (this deploys it)"), ("reject", "reject a version")):
+        decide = actions.add_parser(verb, help=text)
+        decide.add_argument("group")
+        decide.add_argument("version", type=int)
+        decide.add_argument("--note", default="", help="why (recorded in the history)")
+        if verb == "approve":
+            decide.add_argument("--force", action="store_true", help="approve a version that was rejected")
+    for parser in (listing, show, *actions.choices.values()):
+        if not any(a.dest == "env" for a in parser._actions):
+            parser.add_argument("--env", default="local", help="whose registry: configs/env/ENV.yaml (default: local)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
@@ -77,6 +107,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "runs":
         return commands.runs_list(state_root(), args.json) if args.runs_command == "list" \
             else commands.runs_show(state_root(), args.run_id, args.json)
+    if args.command in ("models", "ui"):
+        return _models(args)
     if args.command == "resume":
         return commands.resume(state_root(), args.run_id, args.max_parallel, args.json)
     from pipelines.loader import load_pipeline
@@ -96,6 +128,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(graph.mermaid() if args.format == "mermaid" else graph.dot(), end="")
         return EXIT_OK
     return commands.run(spec, state_root(), not args.no_cache, args.max_parallel, args.json)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pipelines import models_cli
+
+    if args.command == "ui":
+        return models_cli.ui(args.env, state_root(), args.port)
+    registry = models_cli.open_for_env(args.env, state_root())
+    action = args.models_command
+    if action == "list":
+        return models_cli.models_list(registry, args.group, args.json)
+    if action == "show":
+        return models_cli.models_show(registry, args.group, args.version, args.json)
+    status = "Approved" if action == "approve" else "Rejected"
+    return models_cli.models_decide(registry, state_root(), args.group, args.version, status, args.note,
+                                    getattr(args, "force", False))
 
 
 def print_json(data: Any) -> None:

@@ -54,7 +54,11 @@ def _drive(spec: PipelineSpec, root: Path, max_parallel: int | None, as_json: bo
     reporter = make_reporter(names, sys.stderr if as_json else sys.stdout)
     stream = sys.stderr if as_json else sys.stdout
     print(title, file=stream, flush=True)
-    runner = LocalRunner(spec, root, use_cache=use_cache, max_parallel=max_parallel, report=reporter)
+    from pipelines.tracking import open_tracker
+
+    tracker = open_tracker(spec, root, warn=lambda text: print(text, file=sys.stderr, flush=True))
+    runner = LocalRunner(spec, root, use_cache=use_cache, max_parallel=max_parallel, report=reporter,
+                         tracker=tracker)
     try:
         state = start(runner)
     finally:
@@ -100,7 +104,8 @@ def summary(state: RunState) -> dict[str, Any]:
     return {
         "run_id": data["run_id"], "status": data["status"], "pipeline": data["pipeline"],
         "steps": [{"name": n, "status": s["status"], "cached": s.get("cached", False),
-                   "duration_s": s.get("duration_s")} for n, s in data["steps"].items()],
+                   "duration_s": s.get("duration_s"), "peak_rss_mb": s.get("peak_rss_mb")}
+                  for n, s in data["steps"].items()],
         "metrics": {n: s["metrics"] for n, s in data["steps"].items() if s.get("metrics")},
     }
 

@@ -97,6 +97,28 @@ def _apply_overlay(raw: dict, config: Path, env: str, smap: SourceMap, problems:
     return _validate(EnvSettings, settings_raw, (), smap, problems) or EnvSettings()
 
 
+def load_env_settings(env: str, env_dir: Path) -> EnvSettings:
+    """An environment's backend settings (tracking store, registry, AWS) without a pipeline."""
+    overlay_file = env_dir / f"{env}.yaml"
+    shown = _shown(overlay_file)
+    if not overlay_file.exists():
+        if env == "local":
+            return EnvSettings()
+        known = sorted(p.stem for p in env_dir.glob("*.yaml")) if env_dir.is_dir() else []
+        raise ConfigError([Problem(shown, None, "--env", f"no environment '{env}' ({shown} does not exist)"
+                                                         f"{did_you_mean(env, known)}")])
+    smap = SourceMap(shown)
+    overlay = load_yaml(overlay_file, shown, smap) or {}
+    if not isinstance(overlay, dict):
+        raise ConfigError([Problem(shown, 1, "", "an environment file is a mapping")])
+    problems: list[Problem] = []
+    settings = _validate(EnvSettings, {k: v for k, v in overlay.items() if k in EnvSettings.model_fields},
+                         (), smap, problems)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
 def _overlay_parameters(raw: dict, overrides: Any, smap: SourceMap, problems: list[Problem]) -> None:
     declared = raw.get("parameters") or {}
     if not isinstance(overrides, dict):

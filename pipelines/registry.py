@@ -1,7 +1,10 @@
-"""The local model registry: model package groups with numbered, status-tracked versions.
+"""Model registries: groups of numbered versions, each PendingManualApproval, Approved or Rejected.
 
-Layout: `.sagepipe/registry/<group>/<version>/` holding `package.json` and `model/`.
-Versions are claimed with an atomic mkdir, so two registrations at once get two versions.
+Every backend returns the same package dict: group, version, status, created_at, metrics, lineage,
+model_uri, run_id and history (who, when, note, previous status for each change).
+The file backend here is used when no tracking store is configured: `.sagepipe/registry/<group>/
+<version>/` holding `package.json` and `model/`; versions are claimed with an atomic mkdir, so two
+registrations at once get two versions. `open_registry` picks the backend for an environment.
 """
 
 from __future__ import annotations
@@ -25,6 +28,33 @@ class RegistryError(Exception):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def check_transition(group: str, version: int, previous: str, status: str, force: bool) -> None:
+    """Raise RegistryError for a status change a person may not make (without --force)."""
+    if status not in STATUSES:
+        raise RegistryError(f"unknown status '{status}'{did_you_mean(status, STATUSES)}")
+    if previous == status:
+        raise RegistryError(f"{group} version {version} is already {status}")
+    if previous == "Rejected" and status == "Approved" and not force:
+        raise RegistryError(f"{group} version {version} was rejected; approving it needs --force")
+
+
+def history_entry(status: str, note: str, previous: str | None) -> dict[str, Any]:
+    """One recorded change: the new status, when, by whom, why, and the status before."""
+    return {"status": status, "at": _now(), "by": _user(), "note": note, "previous": previous}
+
+
+def open_registry(settings: Any, state_root: Path, repo_root: Path) -> Any:
+    """The registry an environment uses: MLflow's when a tracking store is configured, else files."""
+    from pipelines.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(settings.tracking_uri, state_root, repo_root)
+    if uri is None:
+        return LocalRegistry(state_root / "registry")
+    from pipelines.mlflow_registry import MlflowRegistry
+
+    return MlflowRegistry(uri, state_root / "models")
 
 
 class LocalRegistry:
@@ -54,7 +84,7 @@ class LocalRegistry:
         return json.loads(manifest.read_text())
 
     def register(self, group: str, model_dir: Path, metrics: dict[str, Any], status: str,
-                 lineage: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+                 lineage: dict[str, Any], run_id: str | None = None) -> tuple[dict[str, Any], bool]:
         """Add a version (or return the existing one for an identical model); (package, created)."""
         group_dir = self.root / group
         group_dir.mkdir(parents=True, exist_ok=True)
@@ -66,9 +96,8 @@ class LocalRegistry:
         link_tree(model_dir, folder / "model")
         package = {
             "group": group, "version": version, "status": status, "created_at": _now(),
-            "metrics": metrics, "lineage": lineage, "model_dir": str(folder / "model"),
-            "history": [{"status": status, "at": _now(), "by": _user(), "note": "registered",
-                         "previous": None}],
+            "metrics": metrics, "lineage": lineage, "model_uri": str(folder / "model"),
+            "run_id": lineage.get("run_id"), "history": [history_entry(status, "registered", None)],
         }
         atomic_write_json(folder / "package.json", package)
         return package, True
@@ -76,17 +105,17 @@ class LocalRegistry:
     def set_status(self, group: str, version: int, status: str, note: str = "",
                    force: bool = False) -> dict[str, Any]:
         """Approve or reject a version, recording who, when, why and the previous status."""
-        if status not in STATUSES:
-            raise RegistryError(f"unknown status '{status}'{did_you_mean(status, STATUSES)}")
         package = self.show(group, version)
         previous = package["status"]
-        if previous == "Rejected" and status == "Approved" and not force:
-            raise RegistryError(f"{group} version {version} was rejected; approving it needs --force")
+        check_transition(group, version, previous, status, force)
         package["status"] = status
-        package["history"].append({"status": status, "at": _now(), "by": _user(), "note": note,
-                                   "previous": previous})
+        package["history"].append(history_entry(status, note, previous))
         atomic_write_json(self._group_dir(group) / str(version) / "package.json", package)
         return package
+
+    def model_path(self, package: dict[str, Any]) -> Path:
+        """A local folder holding the version's model files."""
+        return Path(package["model_uri"])
 
     def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
         matching = [p for p in self.versions(group) if status is None or p["status"] == status]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
+from pipelines.errors import StepFailed
 from pipelines.fsutil import atomic_write_json
 from pipelines.local.context import LocalResult, StepContext
-from pipelines.registry import LocalRegistry
+from pipelines.registry import RegistryError, open_registry
 from pipelines.spec import Resources, StepSpec
 
 
@@ -26,16 +28,23 @@ class DeployStep(StepSpec):
     def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
         if not self.enabled:
             return LocalResult(note="deployment disabled in this environment")
-        registry = LocalRegistry(ctx.state_root / "registry")
-        approved = registry.latest(self.model_group, "Approved") if self.model_group in registry.groups() else None
-        if approved is None:
-            return LocalResult(note=f"no approved version of {self.model_group} yet; "
-                                    "deployment waits for an approval")
+        registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
+        try:
+            approved = registry.latest(self.model_group, "Approved") if self.model_group in registry.groups() else None
+            if approved is None:
+                return LocalResult(note=f"no approved version of {self.model_group} yet; "
+                                        "deployment waits for an approval")
+            return LocalResult(note=self.deploy_version(approved, registry, ctx.state_root, f"pipeline run {ctx.run_id}"))
+        except RegistryError as exc:
+            raise StepFailed(str(exc)) from None
+
+    def deploy_version(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
+        """Point the local endpoint at one registered version; returns what was done."""
         record = {
             "endpoint_name": self.endpoint_name, "model_group": self.model_group,
-            "version": approved["version"], "model_dir": approved["model_dir"],
-            "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "run_id": ctx.run_id,
+            "version": package["version"], "model_dir": str(registry.model_path(package)),
+            "model_uri": package["model_uri"], "trigger": trigger,
+            "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        atomic_write_json(ctx.state_root / "endpoints" / f"{self.endpoint_name}.json", record)
-        return LocalResult(note=f"endpoint {self.endpoint_name} now serves {self.model_group} "
-                                f"version {approved['version']}")
+        atomic_write_json(state_root / "endpoints" / f"{self.endpoint_name}.json", record)
+        return f"endpoint {self.endpoint_name} now serves {self.model_group} version {package['version']}"

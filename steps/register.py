@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,8 +10,10 @@ from pydantic import Field
 from pipelines.errors import StepFailed
 from pipelines.fsutil import hash_path
 from pipelines.local.context import LocalResult, StepContext
-from pipelines.registry import LocalRegistry
+from pipelines.refs import OutputRef
+from pipelines.registry import RegistryError, open_registry
 from pipelines.spec import StepSpec
+from pipelines.tracking import git_commit
 from steps.evaluation import read_report
 
 
@@ -35,12 +36,13 @@ class RegisterStep(StepSpec):
         metrics: dict[str, Any] = {}
         if self.metrics is not None:
             metrics = read_report(Path(ctx.resolve(self.metrics)) / self.metrics_file, self.metrics_file)
-        lineage = {
-            "run_id": ctx.run_id, "pipeline": ctx.pipeline.name, "step": self.name,
-            "git_commit": git_commit(ctx.repo_root), "model_hash": hash_path(model_dir),
-        }
-        registry = LocalRegistry(ctx.state_root / "registry")
-        package, created = registry.register(self.model_group, model_dir, metrics, self.approval_status, lineage)
+        registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
+        try:
+            package, created = registry.register(self.model_group, model_dir, metrics, self.approval_status,
+                                                 self._lineage(ctx, model_dir),
+                                                 run_id=ctx.tracking_env.get("MLFLOW_RUN_ID"))
+        except RegistryError as exc:
+            raise StepFailed(str(exc)) from None
         version = package["version"]
         if created:
             note = f"{self.model_group} version {version}: {package['status']}"
@@ -48,12 +50,15 @@ class RegisterStep(StepSpec):
             note = f"identical model already registered as {self.model_group} version {version} ({package['status']})"
         return LocalResult(note=note)
 
-
-def git_commit(repo_root: Path) -> str | None:
-    """The repository's HEAD commit, or None outside git."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root, capture_output=True,
-                              text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    def _lineage(self, ctx: StepContext, model_dir: Path) -> dict[str, Any]:
+        """Where the model came from: run, commit, config, and the training step's code and data hashes."""
+        lineage: dict[str, Any] = {
+            "run_id": ctx.run_id, "pipeline": ctx.pipeline.name, "step": self.name, "env": ctx.pipeline.env,
+            "config": str(Path(ctx.pipeline.source_file).resolve()), "git_commit": git_commit(ctx.repo_root),
+            "model_hash": hash_path(model_dir), "mlflow_run_id": ctx.tracking_env.get("MLFLOW_RUN_ID"),
+        }
+        if isinstance(self.model, OutputRef):
+            trained = ctx.step_record(self.model.step)
+            lineage.update(training_step=self.model.step, code_hash=trained.get("code_hash"),
+                           data_hashes=trained.get("input_digests"))
+        return lineage

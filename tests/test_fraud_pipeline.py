@@ -10,28 +10,33 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.registry import LocalRegistry
+from pipelines.mlflow_registry import MlflowRegistry
 from tests.conftest import REPO, SHARED_DATA, run_cli
 
 CONFIG = "configs/fraud-detection.yaml"
 pytestmark = pytest.mark.slow
 
 
+def _registry(home: Path) -> MlflowRegistry:
+    """The local env's registry: MLflow's, on the SQLite store in the state folder."""
+    return MlflowRegistry(f"sqlite:///{home}/mlflow.db", home / "models")
+
+
 def _auc(summary: dict) -> float:
     return summary["metrics"]["evaluate"]["binary_classification_metrics"]["auc"]["value"]
 
 
-def test_generated_data_run_registers_a_pending_model(home: Path) -> None:
+def test_generated_data_run_registers_a_pending_model(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     done = run_cli("run", CONFIG, "--json", home=home)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert 0.75 <= _auc(summary) <= 0.95
     statuses = {s["name"]: s["status"] for s in summary["steps"]}
     assert statuses["register"] == "succeeded" and statuses["auc-too-low"] == "skipped"
-    package = LocalRegistry(home / "registry").latest("fraud-detection")
+    package = _registry(home).latest("fraud-detection")
     assert package["status"] == "PendingManualApproval"
     assert package["metrics"]["binary_classification_metrics"]["auc"]["value"] == _auc(summary)
-    model_dir = Path(package["model_dir"])
+    model_dir = _registry(home).model_path(package)
     assert {"model.txt", "feature_transform.json", "metadata.json"} <= {p.name for p in model_dir.iterdir()}
     assert (model_dir / "model.txt").read_text().startswith("tree")
     run_dir = home / "runs" / summary["run_id"]
@@ -44,7 +49,32 @@ def test_generated_data_run_registers_a_pending_model(home: Path) -> None:
     # a second run is fully cached and registers nothing new
     again = json.loads(run_cli("run", CONFIG, "--json", home=home).stdout)
     assert {s["name"]: s["cached"] for s in again["steps"]}["train"] is True
-    assert len(LocalRegistry(home / "registry").versions("fraud-detection")) == 1
+    assert len(_registry(home).versions("fraud-detection")) == 1
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")  # for models:/ URIs
+    _check_logged_lightgbm_model(home, summary["run_id"])
+
+
+def _check_logged_lightgbm_model(home: Path, run_id: str) -> None:
+    """Training logged the booster through mlflow.lightgbm, with a signature and an input example."""
+    import mlflow.lightgbm
+    from mlflow.models import get_model_info
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{home}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fraud-detection")
+    (parent,) = client.search_runs([experiment.experiment_id], f"tags.`sagepipe.run_id` = '{run_id}'")
+    (train,) = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                                                                "and attributes.run_name = 'train'")
+    assert train.data.params["num_leaves"] == "15" and len(client.get_metric_history(train.info.run_id,
+                                                                                     "validation_auc")) > 10
+    (logged,) = client.search_logged_models([experiment.experiment_id],
+                                            filter_string=f"source_run_id = '{train.info.run_id}'")
+    info = get_model_info(logged.model_uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+    assert "lightgbm" in info.flavors
+    booster = mlflow.lightgbm.load_model(logged.model_uri)
+    assert booster.num_trees() > 0
 
 
 @pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data/insurance-claims is not present")
@@ -116,5 +146,5 @@ def test_bad_data_fails_at_preprocess_with_a_clear_message(case: str, tmp_path: 
     assert statuses["train"] == statuses["register"] == "skipped"
     assert expected in done.stderr, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
-    assert LocalRegistry(home / "registry").groups() == []
+    assert not (home / "mlflow.db").exists() or _registry(home).groups() == []
     shutil.rmtree(data)

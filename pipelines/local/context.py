@@ -31,6 +31,8 @@ class StepContext:
     resolve: Callable[[Any], Any]
     run_process: Callable[[list[str], dict[str, str], Path], int]
     log: Callable[[str], None]
+    step_record: Callable[[str], dict[str, Any]] = lambda name: {}
+    tracking_env: dict[str, str] = field(default_factory=dict)
 
     def repo_path(self, relative: str) -> Path:
         """A path in the repository (code and local data paths are relative to its root)."""

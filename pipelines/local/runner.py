@@ -21,6 +21,7 @@ from pipelines.local.context import LocalResult, StepContext
 from pipelines.local.state import DONE_OK, TERMINAL, RunState
 from pipelines.refs import MetricRef, OutputRef, ParamRef, resolve
 from pipelines.spec import PipelineSpec
+from pipelines.tracking import NullTracker
 
 Reporter = Callable[[str, str, dict[str, Any]], None]
 
@@ -33,7 +34,8 @@ class LocalRunner:
     """Runs a PipelineSpec on this machine under `<state_root>/runs/<run-id>/`."""
 
     def __init__(self, spec: PipelineSpec, state_root: Path, *, use_cache: bool = True,
-                 max_parallel: int | None = None, report: Reporter | None = None):
+                 max_parallel: int | None = None, report: Reporter | None = None,
+                 tracker: NullTracker | None = None):
         self.spec = spec
         self.state_root = state_root.resolve()
         self.repo_root = Path(spec.repo_root)
@@ -46,6 +48,8 @@ class LocalRunner:
         self._procs_lock = threading.Lock()
         self._cancel = threading.Event()
         self._code_hashes: dict[str, str] = {}
+        self.tracker = tracker or NullTracker()
+        self._step_env: dict[str, dict[str, str]] = {}
 
     # --- public -------------------------------------------------------------------------------
     def run(self, run_id: str | None = None) -> RunState:
@@ -56,6 +60,7 @@ class LocalRunner:
                   "config_path": str(Path(self.spec.source_file).resolve()), "env": self.spec.env,
                   "params": self.spec.param_values, "use_cache": self.use_cache}
         self.state = RunState.create(run_dir, header, self.graph.names)
+        self.tracker.pipeline_started(self.state)
         return self._drive()
 
     def resume(self, state: RunState) -> RunState:
@@ -68,6 +73,7 @@ class LocalRunner:
             if state.status(name) in DONE_OK:
                 self._skip_all(state.step(name).get("skip", []), "branch not taken")
         state.update(status="running", ended_at=None, resumed_at=time.time())
+        self.tracker.pipeline_started(state)
         return self._drive()
 
     # --- scheduling ---------------------------------------------------------------------------
@@ -101,6 +107,7 @@ class LocalRunner:
         else:
             final = "succeeded"
         state.update(status=final, ended_at=time.time())
+        self.tracker.pipeline_finished(state)
         return state
 
     def _ready(self, running: Any) -> list[str]:
@@ -137,9 +144,12 @@ class LocalRunner:
         step_dir.mkdir(parents=True, exist_ok=True)
         log_path = step_dir / "log.txt"
         started = time.time()
+        self._step_env[name] = self.tracker.step_started(name, step.type)
+        params: dict[str, Any] = {}
         try:
             with open(log_path, "a") as log:
                 ctx = self._context(step, step_dir, log)
+                params = _tracked_params(step, ctx)
                 self._execute_in(step, ctx, started)
         except StepFailed as exc:
             self._finish(name, "interrupted" if self._cancel.is_set() else "failed", started, error=str(exc))
@@ -147,14 +157,18 @@ class LocalRunner:
             with open(log_path, "a") as log:
                 log.write(traceback.format_exc())
             self._finish(name, "failed", started, error=f"internal error: {exc!r} (see {log_path})")
+        self.tracker.step_finished(name, self.state.step(name), params, log_path)
 
     def _execute_in(self, step: Any, ctx: StepContext, started: float) -> None:
         is_script = hasattr(step, "local_output_dirs")
         inputs: dict[str, Path] = self._inputs(step, ctx) if is_script else {}
         cache_cfg = (step.cache or self.spec.defaults.cache) if is_script else None
         key = None
+        if is_script:
+            payload = self._cache_payload(step, ctx, inputs)
+            self.state.update_step(step.name, code_hash=payload["code"], input_digests=payload["inputs"])
         if cache_cfg is not None and cache_cfg.enabled:
-            key = StepCache.key(self._cache_payload(step, ctx, inputs))
+            key = StepCache.key(payload)
             # --no-cache skips reuse but still records the fresh outputs for later runs
             entry = self.cache.lookup(key, cache_cfg.expire_after) if self.use_cache else None
             if entry is not None:
@@ -207,7 +221,7 @@ class LocalRunner:
             repo_root=self.repo_root, state_root=self.state_root,
             resolve=lambda value: resolve(value, self._lookup),
             run_process=lambda argv, env, cwd: self._run_process(argv, env, cwd, log, step.name),
-            log=write_log,
+            log=write_log, step_record=self.state.step, tracking_env=self._step_env.get(step.name, {}),
         )
 
     # --- references, inputs, cache keys -------------------------------------------------------
@@ -265,7 +279,7 @@ class LocalRunner:
         if self._cancel.is_set():
             raise StepFailed("run interrupted")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "SAGEPIPE_RUN_ID": self.state.data["run_id"],
-                    "SAGEPIPE_STEP": step, **env}
+                    "SAGEPIPE_STEP": step, **self._step_env.get(step, {}), **env}
         log.write(f"[sagepipe] $ {' '.join(argv)}\n")
         log.flush()
         proc = subprocess.Popen(argv, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
@@ -273,10 +287,13 @@ class LocalRunner:
         with self._procs_lock:
             self._procs.add(proc)
         try:
-            code = proc.wait()
+            code, peak_mb = _wait_with_peak_rss(proc)
         finally:
             with self._procs_lock:
                 self._procs.discard(proc)
+        if peak_mb is not None:
+            previous = self.state.step(step).get("peak_rss_mb") or 0.0
+            self.state.update_step(step, peak_rss_mb=max(previous, peak_mb))
         if self._cancel.is_set():
             raise StepFailed("run interrupted")
         return code
@@ -310,6 +327,24 @@ class LocalRunner:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return restore
+
+
+def _tracked_params(step: Any, ctx: StepContext) -> dict[str, Any]:
+    """What a step ran with (its resolved config), as recorded in MLflow."""
+    try:
+        return step.local_fingerprint(ctx) if hasattr(step, "local_fingerprint") else {}
+    except StepFailed:
+        return {}
+
+
+def _wait_with_peak_rss(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """Exit code and peak RSS in MB of the process and the descendants it waited for."""
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped elsewhere (a concurrent Popen.wait): no usage to report
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, round(usage.ru_maxrss / 1024, 1)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

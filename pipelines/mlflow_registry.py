@@ -1,0 +1,182 @@
+"""The model registry on MLflow: a registered model per group, a model version per registration.
+
+MLflow versions have no approval status, so the status, metrics, lineage and each recorded change
+live in version tags (`sagepipe.*`). Every change is its own tag, so two changes at once both stay
+recorded; version numbers come from MLflow's store, so two registrations at once get two versions.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipelines.errors import did_you_mean
+from pipelines.registry import RegistryError, check_transition, history_entry
+from pipelines.tracking import HTTP_DEFAULTS, artifact_root, quiet_mlflow, unreachable
+
+STATUS_TAG = "sagepipe.approval_status"
+METRICS_TAG = "sagepipe.metrics"
+LINEAGE_TAG = "sagepipe.lineage"
+HISTORY_PREFIX = "sagepipe.history."
+EXPERIMENT = "sagepipe-registry"
+
+
+class MlflowRegistry:
+    """Model package groups kept in an MLflow Model Registry (SQLite store or tracking server)."""
+
+    def __init__(self, uri: str, download_root: Path):
+        self.uri = uri
+        self.download_root = download_root
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import os
+
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+            why = unreachable(self.uri)
+            if why:
+                raise RegistryError(f"the model registry at {self.uri} is unreachable: {why}")
+            quiet_mlflow()
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    # --- reading ---------------------------------------------------------------------------------
+    def groups(self) -> list[str]:
+        return sorted(m.name for m in _all_pages(self.client.search_registered_models))
+
+    def versions(self, group: str) -> list[dict[str, Any]]:
+        self._require_group(group)
+        found = _all_pages(self.client.search_model_versions, filter_string=f"name = '{group}'")
+        packages = [_package(v) for v in found if STATUS_TAG in (v.tags or {})]
+        return sorted(packages, key=lambda p: p["version"])
+
+    def show(self, group: str, version: int) -> dict[str, Any]:
+        from mlflow.exceptions import MlflowException
+
+        self._require_group(group)
+        try:
+            found = self.client.get_model_version(group, str(version))
+        except MlflowException:
+            known = [str(p["version"]) for p in self.versions(group)]
+            raise RegistryError(f"model group '{group}' has no version {version}"
+                                f" (versions: {', '.join(known) or 'none'})") from None
+        return _package(found)
+
+    def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
+        matching = [p for p in self.versions(group) if status is None or p["status"] == status]
+        return matching[-1] if matching else None
+
+    def model_path(self, package: dict[str, Any]) -> Path:
+        """The version's model files, downloaded once under the local models folder."""
+        target = self.download_root / package["group"] / str(package["version"])
+        if target.is_dir():
+            return target
+        import mlflow.artifacts
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{package['version']}."))
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=package["model_uri"], dst_path=str(staging),
+                                                        tracking_uri=self.uri)
+            Path(local).rename(target)
+        except OSError:
+            if not target.is_dir():  # not merely downloaded meanwhile by another process
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    # --- writing ---------------------------------------------------------------------------------
+    def register(self, group: str, model_dir: Path, metrics: dict[str, Any], status: str,
+                 lineage: dict[str, Any], run_id: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Add a version (or return the existing one for an identical model); (package, created)."""
+        client = self.client
+        self._ensure_group(group)
+        same = [p for p in self.versions(group) if p["lineage"].get("model_hash") == lineage.get("model_hash")]
+        if same:
+            return same[-1], False
+        if run_id is None:
+            run_id = client.create_run(self._experiment_id(), run_name=f"register-{group}",
+                                       tags={"sagepipe.kind": "registration"}).info.run_id
+            client.set_terminated(run_id, "FINISHED")
+        client.log_artifacts(run_id, str(model_dir), "model_package")
+        source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model_package"
+        first = history_entry(status, "registered", None)
+        tags = {STATUS_TAG: status, METRICS_TAG: json.dumps(metrics, sort_keys=True),
+                LINEAGE_TAG: json.dumps(lineage, sort_keys=True), _history_key(): json.dumps(first)}
+        created = client.create_model_version(group, source, run_id=run_id, tags=tags,
+                                              description=f"registered by {lineage.get('pipeline', 'sagepipe')}")
+        return _package(created), True
+
+    def set_status(self, group: str, version: int, status: str, note: str = "",
+                   force: bool = False) -> dict[str, Any]:
+        """Approve or reject a version, recording who, when, why and the previous status."""
+        previous = self.show(group, version)["status"]
+        check_transition(group, version, previous, status, force)
+        entry = history_entry(status, note, previous)
+        self.client.set_model_version_tag(group, str(version), _history_key(), json.dumps(entry))
+        self.client.set_model_version_tag(group, str(version), STATUS_TAG, status)
+        return self.show(group, version)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _require_group(self, group: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(group)
+        except MlflowException:
+            raise RegistryError(f"no model group '{group}'{did_you_mean(group, self.groups())}") from None
+
+    def _ensure_group(self, group: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(group, tags={"sagepipe.group": "true"})
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    def _experiment_id(self) -> str:
+        from pipelines.tracking import _experiment_id
+
+        return _experiment_id(self.client, EXPERIMENT, artifact_root(self.uri))
+
+
+def _history_key() -> str:
+    # nanosecond time orders the changes; the random tail keeps two changes in one tick apart
+    import secrets
+
+    return f"{HISTORY_PREFIX}{time.time_ns():020d}.{secrets.token_hex(2)}"
+
+
+def _package(version: Any) -> dict[str, Any]:
+    tags = version.tags or {}
+    history = [json.loads(tags[k]) for k in sorted(tags) if k.startswith(HISTORY_PREFIX)]
+    created = datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc)
+    lineage = json.loads(tags.get(LINEAGE_TAG, "{}"))
+    return {
+        "group": version.name, "version": int(version.version), "status": tags.get(STATUS_TAG, "unknown"),
+        "created_at": created.isoformat(timespec="seconds"), "metrics": json.loads(tags.get(METRICS_TAG, "{}")),
+        "lineage": lineage, "model_uri": version.source, "run_id": lineage.get("run_id"),
+        "mlflow_run_id": version.run_id, "history": history,
+    }
+
+
+def _all_pages(search: Any, **kwargs: Any) -> list[Any]:
+    items, token = [], None
+    while True:
+        page = search(max_results=200, page_token=token, **kwargs)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items

@@ -1,0 +1,116 @@
+"""`sagepipe models ...` and `sagepipe ui`: the model registry and the MLflow UI from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelines.registry import RegistryError
+
+
+def open_for_env(env: str, state_root: Path) -> Any:
+    """The registry of an environment (configs/env/ENV.yaml under the repository root)."""
+    from pipelines.loader import find_repo_root, load_env_settings
+    from pipelines.registry import open_registry
+
+    repo_root = find_repo_root(Path.cwd() / "sagepipe.yaml")
+    settings = load_env_settings(env, repo_root / "configs" / "env")
+    return open_registry(settings, state_root, repo_root)
+
+
+HEADLINE = ("auc", "pr_auc", "f1", "precision", "recall", "log_loss", "accuracy", "threshold")
+
+
+def summary_metrics(package: dict[str, Any]) -> dict[str, float]:
+    """The version's numeric metrics by short name (auc, pr_auc, ...), headline metrics first."""
+    from pipelines.tracking import report_metrics
+
+    metrics = report_metrics(package.get("metrics") or {})
+    first = {k: metrics[k] for k in HEADLINE if k in metrics}
+    return {**first, **{k: v for k, v in metrics.items() if k not in first}}
+
+
+def models_list(registry: Any, group: str | None, as_json: bool) -> int:
+    groups = [group] if group else registry.groups()
+    packages = [p for g in groups for p in registry.versions(g)]
+    if as_json:
+        print(json.dumps([{"group": p["group"], "version": p["version"], "status": p["status"],
+                           "metrics": summary_metrics(p), "run_id": p.get("run_id")} for p in packages], indent=2))
+        return 0
+    if not packages:
+        print("no registered models yet; a pipeline run whose model passes its gate registers one")
+        return 0
+    print(f"{'GROUP':<24} {'VERSION':>7}  {'STATUS':<22} {'AUC':>6}  {'CREATED':<25} RUN")
+    for p in packages:
+        auc = summary_metrics(p).get("auc")
+        shown = f"{auc:.3f}" if auc is not None else "-"
+        print(f"{p['group'][:24]:<24} {p['version']:>7}  {p['status']:<22} {shown:>6}  {p['created_at']:<25} "
+              f"{p.get('run_id') or '-'}")
+    return 0
+
+
+def models_show(registry: Any, group: str, version: int, as_json: bool) -> int:
+    package = registry.show(group, version)
+    if as_json:
+        print(json.dumps(package, indent=2, sort_keys=True, default=str))
+        return 0
+    print(f"{package['group']} version {package['version']}: {package['status']}")
+    print(f"  created       {package['created_at']}")
+    print(f"  model         {package['model_uri']}")
+    lineage = package.get("lineage") or {}
+    for key in ("run_id", "pipeline", "env", "config", "git_commit", "mlflow_run_id", "model_hash", "code_hash"):
+        if lineage.get(key):
+            print(f"  {key:<13} {lineage[key]}")
+    for name, digest in (lineage.get("data_hashes") or {}).items():
+        print(f"  {'data ' + name:<13} {digest}")
+    metrics = summary_metrics(package)
+    headline = [f"{k} {metrics[k]:.4g}" for k in HEADLINE if k in metrics] or \
+        [f"{k} {v:.4g}" for k, v in list(metrics.items())[:6]]
+    if headline:
+        print("  metrics       " + ", ".join(headline))
+    print("  history:")
+    for change in package.get("history") or []:
+        before = f" (was {change['previous']})" if change.get("previous") else ""
+        note = f" — {change['note']}" if change.get("note") else ""
+        print(f"    {change['at']}  {change['status']}{before} by {change['by']}{note}")
+    return 0
+
+
+def models_decide(registry: Any, state_root: Path, group: str, version: int, status: str,
+                  note: str, force: bool) -> int:
+    from pipelines.approvals import change_status
+
+    package, deployments = change_status(registry, group, version, status, note, force, state_root)
+    print(f"{group} version {version}: {package['history'][-1]['previous']} -> {package['status']}")
+    for line in deployments:
+        print(f"  deploy: {line}")
+    if status != "Approved":
+        print("  no deployment: only an approval deploys")
+    return 0
+
+
+def ui(env: str, state_root: Path, port: int) -> int:
+    """Run a real `mlflow server` on 127.0.0.1 over the local tracking store (Ctrl-C stops it)."""
+    from pipelines.loader import find_repo_root, load_env_settings
+    from pipelines.tracking import artifact_root, resolve_tracking_uri
+
+    repo_root = find_repo_root(Path.cwd() / "sagepipe.yaml")
+    settings = load_env_settings(env, repo_root / "configs" / "env")
+    uri = resolve_tracking_uri(settings.tracking_uri, state_root, repo_root)
+    if uri is None or not uri.startswith("sqlite:"):
+        raise RegistryError(f"env '{env}' tracks to {uri or 'nowhere'}; `sagepipe ui` serves a local SQLite "
+                            "store (set tracking_uri: sqlite:///.sagepipe/mlflow.db in its env file)")
+    artifacts = artifact_root(uri)
+    bin_dir = str(Path(sys.executable).parent)
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
+            "--port", str(port), "--default-artifact-root", str(artifacts), "--artifacts-destination", str(artifacts)]
+    print(f"MLflow UI on http://127.0.0.1:{port} over {uri} (Ctrl-C stops it)", flush=True)
+    env_vars = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    try:
+        return subprocess.call(argv, env=env_vars)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,290 @@
+"""MLflow tracking, the MLflow model registry and approval-driven deployment.
+
+Each flow runs against the SQLite store and against a real `mlflow server` process on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipelines.approvals import DEPLOY_ON_APPROVAL, matches, state_change_event
+from pipelines.mlflow_registry import MlflowRegistry
+from tests.conftest import REPO, run_cli
+
+SCRIPTS = REPO / "tests" / "fixtures" / "scripts"
+TRACKED = """
+name: tracked
+parameters:
+  min_auc: {type: float, default: 0.7}
+  epochs: {type: integer, default: 3}
+steps:
+  - {name: prepare, type: processing, code: scripts/emit.py, outputs: [data]}
+  - name: train
+    type: training
+    code: scripts/tracked_train.py
+    inputs: {train: "${steps.prepare.outputs.data}"}
+    hyperparameters: {epochs: "${params.epochs}"}
+  - name: evaluate
+    type: evaluation
+    code: scripts/score.py
+    inputs: {model: "${steps.train.outputs.model}"}
+    arguments: [--auc, "0.8"]
+    outputs: [evaluation]
+  - name: gate
+    type: condition
+    condition: {left: "${steps.evaluate.metrics.binary_classification_metrics.auc.value}", op: ">=",
+                right: "${params.min_auc}"}
+    if_true: [register]
+    if_false: [too-low]
+  - {name: register, type: register, model: "${steps.train.outputs.model}", model_group: tracked-models,
+     metrics: "${steps.evaluate.outputs.evaluation}"}
+  - {name: too-low, type: fail, message: AUC too low}
+  - {name: deploy, type: deploy, depends_on: [register], model_group: tracked-models, endpoint_name: tracked-dev}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_project(folder: Path, tracking_uri: str, pipeline: str = TRACKED) -> Path:
+    """A small git repository with a tracked pipeline, its scripts and a local env overlay."""
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "configs" / "env").mkdir(parents=True)
+    (folder / "pyproject.toml").touch()
+    for name in ("emit.py", "score.py", "tracked_train.py"):
+        shutil.copy(SCRIPTS / name, folder / "scripts" / name)
+    shutil.copy(REPO / "model_code" / "tracking.py", folder / "scripts" / "tracking.py")
+    (folder / "configs" / "tracked.yaml").write_text(pipeline)
+    (folder / "configs" / "env" / "local.yaml").write_text(f"tracking_uri: {tracking_uri}\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    subprocess.run(["git", "add", "."], cwd=folder, check=True)
+    subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=folder, check=True)
+    return folder
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real `mlflow server` on a free loopback port, with its own SQLite store and artifact folder."""
+    root = tmp_path / "mlflow-server"
+    root.mkdir()
+    port = free_port()
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root}/server.db",
+                             "--artifacts-destination", str(root / "artifacts")],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield uri
+    os.killpg(proc.pid, 15)
+    proc.wait(30)
+    log.close()
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def project(request: pytest.FixtureRequest, tmp_path: Path, home: Path) -> tuple[Path, str]:
+    """(project folder, the tracking URI a client reads it back with), for each backend."""
+    if request.param == "server":
+        uri = request.getfixturevalue("mlflow_server")
+        return make_project(tmp_path / "project", uri), uri
+    return make_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db"), f"sqlite:///{home}/mlflow.db"
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _run(project: Path, home: Path, *extra: str) -> dict:
+    done = run_cli("run", "configs/tracked.yaml", "--json", *extra, home=home, cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "warning" not in done.stderr, done.stderr
+    return json.loads(done.stdout)
+
+
+def _runs(client, experiment_id: str, filter_string: str) -> list:
+    return client.search_runs([experiment_id], filter_string=filter_string)
+
+
+def test_a_run_is_a_parent_run_with_a_nested_run_per_executed_step(project: tuple[Path, str], home: Path) -> None:
+    folder, uri = project
+    summary = _run(folder, home)
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("tracked")
+    (parent,) = _runs(client, experiment.experiment_id, f"tags.`sagepipe.run_id` = '{summary['run_id']}'")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True).stdout.strip()
+    assert parent.info.run_name == f"tracked-{summary['run_id']}" and parent.info.status == "FINISHED"
+    assert parent.data.tags["sagepipe.env"] == "local" and parent.data.tags["sagepipe.git_commit"] == commit
+    assert len(parent.data.tags["sagepipe.config_hash"]) == 16
+    assert parent.data.params == {"min_auc": "0.7", "epochs": "3"}
+    assert "state.json" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+    children = {r.info.run_name: r for r in
+                _runs(client, experiment.experiment_id, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")}
+    assert set(children) == {"prepare", "train", "evaluate", "gate", "register", "deploy"}  # too-low was skipped
+    assert all(r.info.status == "FINISHED" and r.data.tags["sagepipe.cached"] == "false" for r in children.values())
+    train = children["train"]
+    assert train.data.params["epochs"] == "3" and train.data.params["hyperparameters.epochs"] == "3"
+    assert [m.value for m in client.get_metric_history(train.info.run_id, "loss")] == [1.0, 0.5, 1 / 3]
+    assert train.data.tags["sagepipe.step_type"] == "training" and train.data.metrics["duration_s"] > 0
+    assert {a.path for a in client.list_artifacts(train.info.run_id)} >= {"logs", "model_files"}
+    log = client.download_artifacts(train.info.run_id, "logs/log.txt")
+    assert "trained 3 epochs" in Path(log).read_text()
+    assert children["evaluate"].data.metrics["auc"] == 0.8
+
+    again = _run(folder, home)  # everything but the gate and registry steps comes from the cache
+    (parent2,) = _runs(client, experiment.experiment_id, f"tags.`sagepipe.run_id` = '{again['run_id']}'")
+    cached = {r.info.run_name: r.data.tags["sagepipe.cached"] for r in
+              _runs(client, experiment.experiment_id, f"tags.mlflow.parentRunId = '{parent2.info.run_id}'")}
+    assert cached["prepare"] == cached["train"] == cached["evaluate"] == "true"
+    assert cached["register"] == "false"
+
+
+def _models(folder: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
+    done = run_cli("models", *args, home=home, cwd=folder)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def _endpoint(home: Path) -> dict:
+    return json.loads((home / "endpoints" / "tracked-dev.json").read_text())
+
+
+def test_register_pending_then_approval_deploys_and_rejection_does_not(project: tuple[Path, str], home: Path) -> None:
+    folder, _ = project
+    first = _run(folder, home)
+    listed = json.loads(_models(folder, home, "list", "--json").stdout)
+    assert listed == [{"group": "tracked-models", "version": 1, "status": "PendingManualApproval",
+                       "metrics": {"auc": 0.8, "auc.standard_deviation": 0.0}, "run_id": first["run_id"]}]
+    assert not (home / "endpoints" / "tracked-dev.json").exists()  # pending never deploys
+
+    approved = _models(folder, home, "approve", "tracked-models", "1", "--note", "looks good")
+    assert approved.returncode == 0, approved.stderr
+    assert "PendingManualApproval -> Approved" in approved.stdout
+    assert "endpoint tracked-dev now serves tracked-models version 1" in approved.stdout
+    endpoint = _endpoint(home)
+    assert endpoint["version"] == 1 and json.loads((Path(endpoint["model_dir"]) / "model.json").read_text())["epochs"] == 3
+    shown = json.loads(_models(folder, home, "show", "tracked-models", "1", "--json").stdout)
+    assert shown["status"] == "Approved" and shown["lineage"]["run_id"] == first["run_id"]
+    assert [h["status"] for h in shown["history"]] == ["PendingManualApproval", "Approved"]
+    assert shown["history"][-1]["previous"] == "PendingManualApproval" and shown["history"][-1]["note"] == "looks good"
+    assert shown["history"][-1]["by"] and shown["history"][-1]["at"]
+    assert set(shown["lineage"]["data_hashes"]) == {"train"} and shown["lineage"]["code_hash"]
+
+    _run(folder, home, "--param", "epochs=5")  # a new model: version 2, pending
+    rejected = _models(folder, home, "reject", "tracked-models", "2", "--note", "worse")
+    assert rejected.returncode == 0 and "no deployment" in rejected.stdout
+    assert _endpoint(home)["version"] == 1
+
+    refused = _models(folder, home, "approve", "tracked-models", "2")
+    assert refused.returncode == 2 and "was rejected; approving it needs --force" in refused.stderr
+    assert _endpoint(home)["version"] == 1
+    forced = _models(folder, home, "approve", "tracked-models", "2", "--force", "--note", "second look")
+    assert forced.returncode == 0 and _endpoint(home)["version"] == 2
+
+    typo = _models(folder, home, "show", "tracked-modles", "1")
+    assert typo.returncode == 2 and "no model group 'tracked-modles' — did you mean 'tracked-models'?" in typo.stderr
+    missing = _models(folder, home, "approve", "tracked-models", "9")
+    assert missing.returncode == 2 and "has no version 9 (versions: 1, 2)" in missing.stderr
+    twice = _models(folder, home, "approve", "tracked-models", "1")
+    assert twice.returncode == 2 and "already Approved" in twice.stderr
+    table = _models(folder, home, "list").stdout
+    assert "Approved" in table and "Rejected" not in table.split("\n")[1]
+
+
+def test_unreachable_tracking_server_warns_once_and_the_run_succeeds(tmp_path: Path, home: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    untracked_tail = TRACKED.split("  - name: gate")[0]  # no registration: that needs a reachable registry
+    folder = make_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db", untracked_tail)
+    dead = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)  # the variable wins over the env file
+    started = time.time()
+    done = run_cli("run", "configs/tracked.yaml", "--json", home=home, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert time.time() - started < 60  # no minutes of HTTP retries
+    assert [s["status"] for s in json.loads(done.stdout)["steps"]] == ["succeeded"] * 3
+    assert done.stderr.count(f"warning: MLflow tracking at {dead}") == 1 and "Traceback" not in done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    train_log = (home / "runs" / run_id / "train" / "log.txt").read_text()
+    assert train_log.count("is unavailable") == 1 and "trained 3 epochs" in train_log
+    assert not (home / "mlflow.db").exists()
+
+
+def test_the_deploy_rule_matches_approvals_only() -> None:
+    package = {"group": "g", "version": 3, "model_uri": "s3://b/model.tar.gz"}
+    assert matches(DEPLOY_ON_APPROVAL, state_change_event({**package, "status": "Approved"}))
+    for status in ("Rejected", "PendingManualApproval"):
+        assert not matches(DEPLOY_ON_APPROVAL, state_change_event({**package, "status": status}))
+    other = {**state_change_event({**package, "status": "Approved"}), "detail-type": "SageMaker Endpoint State Change"}
+    assert not matches(DEPLOY_ON_APPROVAL, other)
+
+
+def test_concurrent_registrations_and_an_approval_racing_a_registration(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+
+    def model(n: int) -> Path:
+        folder = tmp_path / f"model-{n}"
+        folder.mkdir()
+        (folder / "model.json").write_text(json.dumps({"n": n}))
+        return folder
+
+    def register(n: int) -> None:
+        MlflowRegistry(uri, tmp_path / "models").register("race", model(n), {"n": n}, "PendingManualApproval",
+                                                          {"model_hash": f"h{n}", "run_id": f"r{n}"})
+
+    def together(*actions) -> None:
+        barrier = threading.Barrier(len(actions))
+        errors: list[BaseException] = []
+
+        def run(action):
+            barrier.wait()
+            try:
+                action()
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+        threads = [threading.Thread(target=run, args=(a,)) for a in actions]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+
+    register(0)  # creates the store and the group
+    together(lambda: register(1), lambda: register(2))
+    registry = MlflowRegistry(uri, tmp_path / "models")
+    assert [p["version"] for p in registry.versions("race")] == [1, 2, 3]
+    assert sorted(p["metrics"]["n"] for p in registry.versions("race")) == [0, 1, 2]
+    together(lambda: MlflowRegistry(uri, tmp_path / "models").set_status("race", 2, "Approved", note="ok"),
+             lambda: register(3))
+    packages = {p["version"]: p for p in registry.versions("race")}
+    assert packages[2]["status"] == "Approved" and len(packages[2]["history"]) == 2
+    assert packages[4]["status"] == "PendingManualApproval" and packages[4]["metrics"] == {"n": 3}
+    assert json.loads((registry.model_path(packages[4]) / "model.json").read_text()) == {"n": 3}
