@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = runs_sub.add_parser("show", help="one run's steps")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+    compile_ = sub.add_parser("compile", help="compile to a SageMaker Pipeline definition (offline)")
+    _config_args(compile_, params=False)
+    compile_.add_argument("-o", "--output", metavar="FILE", help="write the definition here (default: stdout)")
     _models_args(sub)
     ui = sub.add_parser("ui", help="open the MLflow UI (a local mlflow server) over the tracking store")
     ui.add_argument("--env", default="local", help="whose tracking store (default: local)")
@@ -114,6 +117,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipelines.loader import load_pipeline
 
     spec = load_pipeline(args.config, args.env, getattr(args, "param", []))
+    if args.command == "compile":
+        from pipelines.sagemaker.commands import compile_command
+
+        return compile_command(spec, args.output)
     if args.command == "validate":
         print(f"ok: {spec.source_file}: pipeline '{spec.name}' (env {spec.env}): {len(spec.steps)} steps, "
               f"{len(spec.parameters)} parameters")

@@ -48,3 +48,11 @@ class DeployStep(StepSpec):
         }
         atomic_write_json(state_root / "endpoints" / f"{self.endpoint_name}.json", record)
         return f"endpoint {self.endpoint_name} now serves {self.model_group} version {package['version']}"
+
+    def compile_sagemaker(self, cc: Any) -> Any:
+        """Nothing in the training pipeline: on AWS an approval deploys (EventBridge -> deploy pipeline).
+
+        The published definition schema cannot express deploying the model a run just trained (a
+        CreateModel step takes only a literal ModelDataUrl), so cloud deployment is the approval flow.
+        """
+        return None

@@ -17,3 +17,9 @@ class FailStep(StepSpec):
 
     def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
         raise StepFailed(str(ctx.resolve(self.message)))
+
+    def compile_sagemaker(self, cc: Any) -> Any:
+        from sagemaker.mlops.workflow import FailStep as SdkFailStep
+
+        return SdkFailStep(name=self.name, error_message=cc.plain_text(self.message), description=self.description or None,
+                           depends_on=cc.depends_on(self))

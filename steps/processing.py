@@ -55,6 +55,49 @@ class ProcessingStep(ScriptStep):
         return LocalResult(outputs=outputs)
 
 
+    def compile_sagemaker(self, cc: Any, property_files: list[Any] | None = None) -> Any:
+        """A ProcessingStep: the code folder as input `code`, inputs and outputs as in the container contract."""
+        from sagemaker.core.processing import Processor
+        from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
+        from sagemaker.mlops.workflow import ProcessingStep as SdkProcessingStep
+
+        sharded = set(self.sagemaker.get("shard_inputs", []))
+        inputs = [ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
+            s3_uri=cc.input_source(value), local_path=f"/opt/ml/processing/input/{name}", s3_data_type="S3Prefix",
+            s3_input_mode="File",
+            s3_data_distribution_type="ShardedByS3Key" if name in sharded else "FullyReplicated"))
+            for name, value in self.inputs.items()]
+        code = cc.repo_path(self.code)
+        inputs.append(ProcessingInput(input_name="code", s3_input=ProcessingS3Input(
+            s3_uri=cc.stage(code.parent), local_path="/opt/ml/processing/input/code", s3_data_type="S3Prefix",
+            s3_input_mode="File", s3_data_distribution_type="FullyReplicated")))
+        outputs = [ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
+            s3_uri=cc.output_uri(self.name, name), local_path=f"/opt/ml/processing/output/{name}",
+            s3_upload_mode="EndOfJob")) for name in self.outputs]
+        resources = cc.resources(self)
+        processor = Processor(
+            role=cc.role, image_uri=cc.image(self), instance_count=resources.instance_count,
+            instance_type=resources.instance_type, volume_size_in_gb=resources.volume_gb,
+            entrypoint=script_entrypoint(code), base_job_name=self.name, sagemaker_session=cc.session,
+            env={str(k): cc.text(v) for k, v in self.environment.items()} or None,
+            volume_kms_key=cc.kms_key(), output_kms_key=cc.kms_key(), network_config=cc.network_config(),
+            max_runtime_in_seconds=self.sagemaker.get("max_runtime_s"))
+        step_args = processor.run(inputs=inputs, outputs=outputs,
+                                  arguments=[cc.text(a) for a in self.arguments] or None)
+        return SdkProcessingStep(name=self.name, step_args=step_args, description=self.description or None,
+                                 property_files=property_files, cache_config=cc.cache_config(self),
+                                 retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
+
+
+def script_entrypoint(code: Path) -> list[str]:
+    """Run the script from the code folder; install its requirements.txt first when there is one."""
+    script = f"/opt/ml/processing/input/code/{code.name}"
+    if not (code.parent / "requirements.txt").is_file():
+        return ["python3", script]
+    install = "pip install --quiet -r /opt/ml/processing/input/code/requirements.txt"
+    return ["/bin/bash", "-c", f'{install} && exec python3 {script} "$@"', "--"]
+
+
 def _arg(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -62,3 +62,35 @@ class RegisterStep(StepSpec):
             lineage.update(training_step=self.model.step, code_hash=trained.get("code_hash"),
                            data_hashes=trained.get("input_digests"))
         return lineage
+
+    def compile_sagemaker(self, cc: Any) -> Any:
+        """A RegisterModel step: a version in the model package group, with the evaluation report as metrics."""
+        from sagemaker.core.model_registry import create_model_package_from_containers
+        from sagemaker.core.workflow.pipeline_context import _ModelStepArguments
+        from sagemaker.mlops.workflow import ModelStep
+
+        if self.approval_status != "PendingManualApproval":
+            raise ValueError(f"register step '{self.name}': on SageMaker a new version is PendingManualApproval "
+                             "(the published definition schema has no ModelApprovalStatus); approve it after review")
+
+        cc.session.context = _ModelStepArguments(_SessionHolder(cc.session))
+        container = {"Image": self.inference.get("image") or cc.image(self), "ModelDataUrl": cc.value(self.model)}
+        metrics = None
+        if isinstance(self.metrics, OutputRef):
+            report = f"{cc.output_uri(self.metrics.step, self.metrics.output)}/{self.metrics_file}"
+            metrics = {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": report}}}
+        instances = self.inference.get("instance_types", ["ml.m5.large", "ml.m5.xlarge"])
+        step_args = create_model_package_from_containers(
+            cc.session, containers=[container], content_types=["text/csv", "application/json"],
+            response_types=["text/csv", "application/json"], inference_instances=instances,
+            transform_instances=instances, model_package_group_name=self.model_group, model_metrics=metrics,
+            approval_status=self.approval_status)
+        return ModelStep(name=self.name, step_args=step_args, description=self.description or None,
+                         depends_on=cc.depends_on(self), retry_policies=cc.retry_policies(self, job=False) or None)
+
+
+class _SessionHolder:
+    """The SDK's ModelStep wants a model object that carries the pipeline session."""
+
+    def __init__(self, session: Any):
+        self.sagemaker_session = session

@@ -54,6 +54,47 @@ class TrainingStep(ScriptStep):
         return LocalResult(outputs=outputs)
 
 
+    def compile_sagemaker(self, cc: Any) -> Any:
+        """A TrainingStep from ModelTrainer: the code folder as source, channels from the inputs."""
+        from sagemaker.core.shapes import StoppingCondition
+        from sagemaker.core.training.configs import CheckpointConfig, Compute, InputData
+        from sagemaker.mlops.workflow import TrainingStep as SdkTrainingStep
+        from sagemaker.train import ModelTrainer
+
+        code = cc.repo_path(self.code)
+        resources = cc.resources(self)
+        cloud = self.sagemaker
+        spot = bool(cloud.get("spot"))
+        compute = Compute(instance_type=resources.instance_type, instance_count=resources.instance_count,
+                          volume_size_in_gb=resources.volume_gb, enable_managed_spot_training=spot or None,
+                          keep_alive_period_in_seconds=cloud.get("keep_alive_s"), volume_kms_key_id=cc.kms_key())
+        max_run = int(cloud.get("max_runtime_s", 86400))
+        stopping = StoppingCondition(max_runtime_in_seconds=max_run,
+                                     max_wait_time_in_seconds=int(cloud.get("max_wait_s", 2 * max_run)) if spot else None)
+        checkpoints = CheckpointConfig(s3_uri=f"s3://{cc.bucket}/{cc.spec.name}/checkpoints/{self.name}",
+                                       local_path="/opt/ml/checkpoints")
+        # Script mode of the framework container (it installs requirements.txt from the archive): the
+        # SDK's driver launch (ContainerEntrypoint) is newer than the published definition schema.
+        script_mode = {"sagemaker_program": code.name, "sagemaker_submit_directory": cc.code_archive(code.parent),
+                       "sagemaker_region": cc.region, **self._distributed()}
+        trainer = ModelTrainer(
+            training_image=cc.image(self), role=cc.role, base_job_name=self.name, sagemaker_session=cc.session,
+            compute=compute, stopping_condition=stopping, checkpoint_config=checkpoints,
+            hyperparameters={**{k: cc.text(v) for k, v in self.hyperparameters.items()}, **script_mode},
+            environment={str(k): cc.text(v) for k, v in self.environment.items()}, networking=cc.networking(),
+        )
+        channels = [InputData(channel_name=name, data_source=cc.input_source(value))
+                    for name, value in self.inputs.items()]
+        return SdkTrainingStep(name=self.name, step_args=trainer.train(input_data_config=channels),
+                               description=self.description or None, cache_config=cc.cache_config(self),
+                               retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
+
+    def _distributed(self) -> dict[str, str]:
+        """torchrun on every host (the PyTorch container's torch_distributed launcher)."""
+        spec = self.sagemaker.get("distribution") or {}
+        return {"sagemaker_torch_distributed_enabled": "true"} if spec.get("type") == "torchrun" else {}
+
+
 def training_env(channels: dict[str, Path], outputs: dict[str, Path], hps: dict[str, Any],
                  checkpoints: Path) -> dict[str, str]:
     """The SM_* variables a SageMaker training container sets, pointing at local folders."""

@@ -1,0 +1,77 @@
+"""Content-addressed code artifacts: the same files always get the same S3 location.
+
+The SDK names uploads after job names with timestamps; a definition that changes on every compile
+makes SageMaker's step cache miss on every upsert. Each S3 location in the definition that names
+uploaded objects is rewritten to `s3://<bucket>/<pipeline>/artifacts/<sha256 of the contents>/`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+
+# Where jobs write: locations, not uploaded code, whatever objects happen to lie below them.
+OUTPUT_KEYS = {"OutputDataConfig", "CheckpointConfig", "ProcessingOutputConfig", "S3OutputPath"}
+
+
+def _is_noise(key: str) -> bool:
+    return "__pycache__/" in key or key.endswith((".pyc", ".DS_Store"))
+
+
+def content_address(definition: Any, objects: dict[str, bytes], bucket: str,
+                    prefix: str) -> tuple[Any, dict[str, bytes]]:
+    """(definition with content-addressed S3 URIs, {new key: bytes} to upload at upsert)."""
+    objects = {k: v for k, v in objects.items() if not _is_noise(k)}
+    root = f"s3://{bucket}/"
+    artifacts: dict[str, bytes] = {}
+    rewritten: dict[str, str] = {}
+
+    def address(uri: str) -> str:
+        if uri in rewritten:
+            return rewritten[uri]
+        key = uri[len(root):]
+        if key in objects:
+            members, single = {key.rsplit("/", 1)[-1]: objects[key]}, True
+        else:
+            base = key.rstrip("/") + "/"
+            members, single = {k[len(base):]: v for k, v in objects.items() if k.startswith(base)}, False
+            if not members:
+                return uri  # an output location, or data that is not ours
+        digest = hashlib.sha256()
+        for name in sorted(members):
+            digest.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
+        folder = f"{prefix}/artifacts/{digest.hexdigest()[:24]}"
+        for name, data in members.items():
+            artifacts[f"{folder}/{name}"] = data
+        new_uri = root + (f"{folder}/{next(iter(members))}" if single else folder)
+        rewritten[uri] = new_uri
+        return new_uri
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v if k in OUTPUT_KEYS else walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str) and value.startswith(root):
+            return address(value)
+        return value
+
+    return walk(definition), artifacts
+
+
+def reproducible_targz(folder: Path) -> bytes:
+    """A tar.gz of a folder that depends only on file names and contents (no times, owners, modes)."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
+        with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _is_noise(str(p))):
+                data = path.read_bytes()
+                info = tarfile.TarInfo(str(path.relative_to(folder)))
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

@@ -1,0 +1,85 @@
+"""Config problems that only matter on SageMaker, caught at compile time (each check one function)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipelines.errors import ConfigError, Problem, did_you_mean
+from pipelines.refs import ParamRef, refs_in
+
+# Instance families SageMaker offers for training, processing and hosting, with their sizes.
+_SIZES = ("medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "9xlarge", "12xlarge", "16xlarge",
+          "18xlarge", "24xlarge", "32xlarge", "48xlarge")
+FAMILIES = ("t2", "t3", "m4", "m5", "m5d", "m6i", "m6id", "m7i", "c4", "c5", "c5d", "c5n", "c6i", "c7i", "r5",
+            "r5d", "r6i", "r7i", "g4dn", "g5", "g6", "g6e", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "trn1",
+            "trn1n", "inf1", "inf2")
+INSTANCE_TYPES = {f"ml.{family}.{size}" for family in FAMILIES for size in _SIZES}
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def check_cloud_config(spec: Any) -> None:
+    """Raise ConfigError listing every problem that would stop this pipeline on SageMaker."""
+    overlay = _overlay_file(spec)
+    problems = list(check_account(spec, overlay))
+    if problems and not spec.settings.sagemaker:  # not a cloud env at all: say only that
+        raise ConfigError(problems)
+    problems += [*check_instance_types(spec), *check_cloud_inputs(spec, overlay)]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _overlay_file(spec: Any) -> str:
+    return str(Path(spec.source_file).parent / "env" / f"{spec.env}.yaml")
+
+
+def check_account(spec: Any, overlay: str) -> Iterator[Problem]:
+    settings = spec.settings.sagemaker
+    if spec.env == "local" and not settings:
+        yield Problem(overlay, None, "--env", "the local env has no AWS settings; compile a cloud env, "
+                                              "e.g. --env dev")
+        return
+    role = settings.get("role")
+    if not role:
+        yield Problem(overlay, None, "sagemaker.role", "missing: the IAM role SageMaker runs the steps with, "
+                                                       "e.g. arn:aws:iam::111122223333:role/sagemaker-execution")
+    elif not ROLE_ARN.match(str(role)):
+        yield Problem(overlay, None, "sagemaker.role", f"'{role}' is not an IAM role ARN "
+                                                       "(arn:aws:iam::<12-digit account>:role/<name>)")
+    bucket = settings.get("bucket")
+    if not bucket:
+        yield Problem(overlay, None, "sagemaker.bucket", "missing: the S3 bucket for code and step outputs")
+    elif not BUCKET.match(str(bucket)):
+        yield Problem(overlay, None, "sagemaker.bucket", f"'{bucket}' is not a valid S3 bucket name")
+    if not settings.get("region"):
+        yield Problem(overlay, None, "sagemaker.region", "missing: the AWS region, e.g. us-east-1")
+
+
+def check_instance_types(spec: Any) -> Iterator[Problem]:
+    for step in spec.steps:
+        resources = getattr(step, "resources", None) or spec.defaults.resources
+        kind = resources.instance_type
+        if kind not in INSTANCE_TYPES:
+            yield Problem(spec.source_file, None, f"steps.{step.name}.resources.instance_type",
+                          f"'{kind}' is not a SageMaker instance type{did_you_mean(kind, INSTANCE_TYPES)}")
+
+
+def check_cloud_inputs(spec: Any, overlay: str) -> Iterator[Problem]:
+    """A step input must be an S3 URI, another step's output, or a file in the repository."""
+    for step in spec.steps:
+        for name, value in (getattr(step, "inputs", None) or {}).items():
+            where = f"steps.{step.name}.inputs.{name}"
+            for ref in refs_in(value):
+                if isinstance(ref, ParamRef):
+                    current = spec.param_values.get(ref.name)
+                    if not str(current).startswith("s3://"):
+                        yield Problem(overlay, None, f"parameters.{ref.name}",
+                                      f"is {current!r}, a local path, but {where} reads it on SageMaker; "
+                                      f"set it to an s3:// URI in {overlay}")
+            if isinstance(value, str) and not value.startswith("s3://"):
+                path = Path(spec.repo_root) / value
+                if not path.exists():
+                    yield Problem(spec.source_file, None, where, f"'{value}' is neither an s3:// URI nor a "
+                                                                 "file in the repository")

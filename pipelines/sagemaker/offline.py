@@ -1,0 +1,69 @@
+"""An SDK session that never leaves this machine: compile runs against moto's in-memory AWS.
+
+The SageMaker SDK uploads code to S3 while it builds a definition. Compile lets it, into moto,
+then reads back what it uploaded; upsert later puts those bytes into the real bucket under
+content-addressed keys (see `artifacts.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+# The SDK's defaults config, which is where telemetry is switched off (an env var does not do it).
+SDK_DEFAULTS = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "offline-compile", "AWS_SECRET_ACCESS_KEY": "offline-compile",
+                    "AWS_SESSION_TOKEN": "offline-compile"}
+
+
+@contextmanager
+def offline_session(region: str, bucket: str) -> Iterator[tuple[Any, Any]]:
+    """(PipelineSession, s3 client) on an in-memory AWS; real credentials are never read."""
+    saved = {k: os.environ.get(k) for k in (*FAKE_CREDENTIALS, "AWS_ENDPOINT_URL", "AWS_PROFILE",
+                                           "SAGEMAKER_VALIDATE_ROLE", "AWS_DEFAULT_REGION")}
+    os.environ.update(FAKE_CREDENTIALS)
+    os.environ["SAGEMAKER_VALIDATE_ROLE"] = "false"  # ModelTrainer would ask IAM about the role
+    os.environ["AWS_DEFAULT_REGION"] = region
+    for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        os.environ.pop(key, None)
+    import logging
+
+    for name in ("sagemaker", "botocore", "boto3"):  # "popping out ... from the definition", credential notes
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Running within a PipelineSession")
+    try:
+        from moto import mock_aws
+
+        with mock_aws():
+            import boto3
+
+            boto = boto3.Session(region_name=region)
+            s3 = boto.client("s3")
+            if region == "us-east-1":
+                s3.create_bucket(Bucket=bucket)
+            else:
+                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+            for name in ("sagemaker", "sagemaker.config", "botocore", "boto3"):  # set again: imports reset them
+                logging.getLogger(name).setLevel(logging.ERROR)
+
+            session = PipelineSession(boto_session=boto, default_bucket=bucket, sagemaker_config=SDK_DEFAULTS)
+            yield session, s3
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def uploaded_objects(s3: Any, bucket: str) -> dict[str, bytes]:
+    """Every object the SDK (or the compiler) put into the in-memory bucket, by key."""
+    objects = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            objects[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return objects
