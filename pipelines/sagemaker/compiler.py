@@ -166,12 +166,13 @@ class CompileContext:
             return []
         common = {"interval_seconds": max(1, int(retry.backoff_s)), "backoff_rate": retry.backoff_rate,
                   "max_attempts": retry.attempts - 1}
-        policies = [StepRetryPolicy(exception_types=[StepExceptionTypeEnum.SERVICE_FAULT,
-                                                     StepExceptionTypeEnum.THROTTLING], **common)]
+        # one policy per exception type: the published schema takes ExceptionType as a single string
+        policies = [StepRetryPolicy(exception_types=[kind], **common)
+                    for kind in (StepExceptionTypeEnum.SERVICE_FAULT, StepExceptionTypeEnum.THROTTLING)]
         if job:
-            policies.append(SageMakerJobStepRetryPolicy(
-                exception_types=[SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
-                                 SageMakerJobExceptionTypeEnum.CAPACITY_ERROR], **common))
+            policies += [SageMakerJobStepRetryPolicy(exception_types=[kind], **common)
+                         for kind in (SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+                                      SageMakerJobExceptionTypeEnum.CAPACITY_ERROR)]
         return policies
 
     def depends_on(self, step: Any) -> list[str] | None:
@@ -234,6 +235,8 @@ def conform_to_schema(definition: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             if "S3OutputPath" in value and value.get("CompressionType") == "GZIP":  # OutputDataConfig
                 value = {k: v for k, v in value.items() if k != "CompressionType"}
+            if isinstance(value.get("ExceptionType"), list) and len(value["ExceptionType"]) == 1:  # retry policy
+                value = {**value, "ExceptionType": value["ExceptionType"][0]}
             if "ModelPackageGroupName" in value:  # both are CreateModelPackage's defaults for a version
                 value = {k: v for k, v in value.items() if not (isinstance(v, str) and (k, v) in DEFAULTED)}
             source = value.get("S3DataSource")
