@@ -41,6 +41,8 @@ def change_status(registry: Any, group: str, version: int, status: str, note: st
     package = registry.set_status(group, version, status, note=note, force=force)
     if not matches(DEPLOY_ON_APPROVAL, state_change_event(package)):
         return package, []
+    if getattr(registry, "deploys_by_event", False):
+        return package, ["SageMaker emits the approval; the EventBridge rule starts the deploy pipeline"]
     return package, deploy(package, registry, state_root)
 
 

@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = sub.add_parser("compile", help="compile to a SageMaker Pipeline definition (offline)")
     _config_args(compile_, params=False)
     compile_.add_argument("-o", "--output", metavar="FILE", help="write the definition here (default: stdout)")
+    _config_args(sub.add_parser("upsert", help="upload code, create or update the SageMaker pipeline"), params=False)
+    start = sub.add_parser("start", help="start an execution of the SageMaker pipeline")
+    _config_args(start)
+    start.add_argument("--wait", action="store_true", help="follow it to the end (exit 1 if it fails)")
+    start.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help="a SageMaker pipeline execution's status and steps")
+    status.add_argument("execution_arn")
+    status.add_argument("--wait", action="store_true")
+    status.add_argument("--json", action="store_true")
+    executions = sub.add_parser("executions", help="a SageMaker pipeline's executions")
+    executions_sub = executions.add_subparsers(dest="executions_command", required=True, metavar="ACTION")
+    listing = executions_sub.add_parser("list", help="newest first")
+    _config_args(listing, params=False)
+    listing.add_argument("--json", action="store_true")
     _models_args(sub)
     ui = sub.add_parser("ui", help="open the MLflow UI (a local mlflow server) over the tracking store")
     ui.add_argument("--env", default="local", help="whose tracking store (default: local)")
@@ -99,6 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as exc:  # AWS failures reach a user as one line (the class lives with boto3 code)
+        if type(exc).__name__ != "AwsError":
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -112,15 +131,25 @@ def _dispatch(args: argparse.Namespace) -> int:
             else commands.runs_show(state_root(), args.run_id, args.json)
     if args.command in ("models", "ui"):
         return _models(args)
+    if args.command == "status":
+        from pipelines.sagemaker.commands import status_command
+
+        return status_command(args.execution_arn, args.wait, args.json)
     if args.command == "resume":
         return commands.resume(state_root(), args.run_id, args.max_parallel, args.json)
     from pipelines.loader import load_pipeline
 
     spec = load_pipeline(args.config, args.env, getattr(args, "param", []))
-    if args.command == "compile":
-        from pipelines.sagemaker.commands import compile_command
+    if args.command in ("compile", "upsert", "start", "executions"):
+        from pipelines.sagemaker import commands as cloud
 
-        return compile_command(spec, args.output)
+        if args.command == "compile":
+            return cloud.compile_command(spec, args.output)
+        if args.command == "upsert":
+            return cloud.upsert_command(spec)
+        if args.command == "start":
+            return cloud.start_command(spec, args.param, args.wait, args.json)
+        return cloud.executions_command(spec, args.json)
     if args.command == "validate":
         print(f"ok: {spec.source_file}: pipeline '{spec.name}' (env {spec.env}): {len(spec.steps)} steps, "
               f"{len(spec.parameters)} parameters")

@@ -49,6 +49,10 @@ def open_registry(settings: Any, state_root: Path, repo_root: Path) -> Any:
     """The registry an environment uses: MLflow's when a tracking store is configured, else files."""
     from pipelines.tracking import resolve_tracking_uri
 
+    if settings.sagemaker.get("region"):  # a cloud env: the SageMaker Model Registry
+        from pipelines.sagemaker.registry import SageMakerRegistry
+
+        return SageMakerRegistry(settings.sagemaker["region"])
     uri = resolve_tracking_uri(settings.tracking_uri, state_root, repo_root)
     if uri is None:
         return LocalRegistry(state_root / "registry")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,3 +32,61 @@ def compile_pipeline_or_explain(spec: Any) -> Any:
         return compile_pipeline(spec)
     except ValueError as exc:
         raise ConfigError([Problem(spec.source_file, None, "", str(exc))]) from None
+
+
+def upsert_command(spec: Any) -> int:
+    from pipelines.sagemaker import aws
+
+    compiled = compile_pipeline_or_explain(spec)
+    uploaded = aws.upload_artifacts(compiled)
+    arn, created = aws.upsert(compiled, spec.description.strip())
+    print(f"{'created' if created else 'updated'} pipeline {arn}\n  code: {uploaded} new of "
+          f"{len(compiled.artifacts)} files uploaded to s3://{compiled.bucket}/{spec.name}/artifacts/")
+    return 0
+
+
+def start_command(spec: Any, given: list[str], wait: bool, as_json: bool) -> int:
+    from pipelines.sagemaker import aws
+
+    region = spec.settings.sagemaker.get("region")
+    names = {text.partition("=")[0] for text in given}
+    arn = aws.start(spec.name, region, {n: spec.param_values[n] for n in names})
+    print(f"started {arn}", file=sys.stderr if as_json else sys.stdout)
+    if not wait:
+        if as_json:
+            print(json.dumps({"arn": arn, "status": "Executing"}, indent=2))
+        return 0
+    return status_command(arn, True, as_json)
+
+
+def status_command(arn: str, wait: bool, as_json: bool) -> int:
+    from pipelines.sagemaker import aws
+
+    if not arn.startswith("arn:aws") or ":pipeline/" not in arn:
+        raise aws.AwsError(f"'{arn}' is not a pipeline execution ARN "
+                           "(arn:aws:sagemaker:<region>:<account>:pipeline/<name>/execution/<id>)")
+    shown = lambda s: print(f"{s['status']}: {s['arn']}", file=sys.stderr)  # noqa: E731
+    status = aws.wait(arn, report=shown if not as_json else None) if wait else aws.describe(arn)
+    if as_json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(f"{status['status']}  {arn}")
+        for step in status["steps"]:
+            print(f"  {step['name']:<24} {step['status']:<12} {step.get('failure') or ''}")
+        if status.get("failure"):
+            print(f"  failure: {status['failure']}")
+    return 0 if status["status"] in ("Succeeded", "Executing", None) else 1
+
+
+def executions_command(spec: Any, as_json: bool) -> int:
+    from pipelines.sagemaker import aws
+
+    found = aws.executions(spec.name, spec.settings.sagemaker.get("region"))
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print(f"no executions of {spec.name} yet; start one with: sagepipe start CONFIG --env {spec.env}")
+    for e in found:
+        print(f"{e['status']:<12} {e['started']:<27} {e['arn']}")
+    return 0
