@@ -26,6 +26,7 @@ ui: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/runner_overhead.py
 	$(BIN)/python benchmarks/pipeline_speed.py
+	$(BIN)/python benchmarks/compile_speed.py
 
 clean:
 	rm -rf .sagepipe benchmarks/results

@@ -51,13 +51,36 @@ def offline_session(region: str, bucket: str) -> Iterator[tuple[Any, Any]]:
                 logging.getLogger(name).setLevel(logging.ERROR)
 
             session = PipelineSession(boto_session=boto, default_bucket=bucket, sagemaker_config=SDK_DEFAULTS)
-            yield session, s3
+            with _validate_config_once():
+                yield session, s3
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _validate_config_once() -> Iterator[None]:
+    """The SDK re-validates its defaults config (schema check included) on every lookup, ~70 times per
+    compile at ~0.1 s each; our config never changes, so each distinct one is validated once."""
+    import json
+    from unittest import mock
+
+    from sagemaker.core.config.config_manager import SageMakerConfig
+
+    original = SageMakerConfig.validate_sagemaker_config
+    seen: set[str] = set()
+
+    def validate_once(sagemaker_config: dict | None = None) -> None:
+        key = json.dumps(sagemaker_config, sort_keys=True, default=str)
+        if key not in seen:
+            original(sagemaker_config)
+            seen.add(key)
+
+    with mock.patch.object(SageMakerConfig, "validate_sagemaker_config", staticmethod(validate_once)):
+        yield
 
 
 def uploaded_objects(s3: Any, bucket: str) -> dict[str, bytes]:
