@@ -18,6 +18,7 @@ from tests.conftest import REPO, run_cli
 SCHEMA = REPO.parent / "shared" / "reference" / "sagemaker-pipeline-definition.schema.json"
 GOLDEN = REPO / "tests" / "golden"
 DEV = """
+tracking_uri: arn:aws:sagemaker:eu-west-1:111122223333:mlflow-tracking-server/team
 sagemaker:
   region: eu-west-1
   role: arn:aws:iam::111122223333:role/exec
@@ -170,6 +171,9 @@ def test_conditions_register_fail_and_deploy(every_step: dict) -> None:
         "ContentType": "application/json",
         "S3Uri": "s3://every-step-bucket/every-step/outputs/evaluate/evaluation/evaluation.json"}
     assert "too-low" not in steps and "deploy" not in steps  # folded into the gate; deployment is by approval
+    assert every_step["compiled"].definition["MlflowConfig"] == {
+        "MlflowResourceArn": "arn:aws:sagemaker:eu-west-1:111122223333:mlflow-tracking-server/team",
+        "MlflowExperimentName": "every-step"}
 
 
 def test_the_gate_job_stops_with_the_fail_message(tmp_path: Path, every_step: dict) -> None:
