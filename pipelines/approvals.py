@@ -43,7 +43,9 @@ def change_status(registry: Any, group: str, version: int, status: str, note: st
         return package, []
     if getattr(registry, "deploys_by_event", False):
         return package, ["SageMaker emits the approval; the EventBridge rule starts the deploy pipeline"]
-    return package, deploy(package, registry, state_root)
+    from pipelines.serving.serve import refresh_followers
+
+    return package, deploy(package, registry, state_root) + refresh_followers(package, registry, state_root)
 
 
 def deploy(package: dict[str, Any], registry: Any, state_root: Path) -> list[str]:

@@ -74,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing = executions_sub.add_parser("list", help="newest first")
     _config_args(listing, params=False)
     listing.add_argument("--json", action="store_true")
+    serve = sub.add_parser("serve", help="a local endpoint (SageMaker's inference protocol) for a model version")
+    serve.add_argument("target", metavar="GROUP[@VERSION|@approved]|ENDPOINT")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument("--env", default="local")
+    batch = sub.add_parser("transform", help="batch inference over a CSV or Parquet file")
+    batch.add_argument("target", metavar="GROUP[@VERSION|@approved]")
+    batch.add_argument("input")
+    batch.add_argument("output")
+    batch.add_argument("--chunk-rows", type=int, default=200_000)
+    batch.add_argument("--env", default="local")
     _models_args(sub)
     ui = sub.add_parser("ui", help="open the MLflow UI (a local mlflow server) over the tracking store")
     ui.add_argument("--env", default="local", help="whose tracking store (default: local)")
@@ -131,6 +142,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             else commands.runs_show(state_root(), args.run_id, args.json)
     if args.command in ("models", "ui"):
         return _models(args)
+    if args.command in ("serve", "transform"):
+        from pipelines.serving import commands as serving
+
+        if args.command == "serve":
+            return serving.serve_command(args.target, args.env, state_root(), args.port, args.workers)
+        return serving.transform_command(args.target, args.env, state_root(), args.input, args.output,
+                                         args.chunk_rows)
     if args.command == "status":
         from pipelines.sagemaker.commands import status_command
 

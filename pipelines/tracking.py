@@ -20,7 +20,7 @@ from pipelines.fsutil import hash_json, hash_path
 
 # MLflow's HTTP client retries for minutes by default; a pipeline should not hang on a dead server.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
-                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+                 "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def resolve_tracking_uri(configured: str | None, state_root: Path, repo_root: Path) -> str | None:

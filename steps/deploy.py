@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from pipelines.errors import StepFailed
-from pipelines.fsutil import atomic_write_json
 from pipelines.local.context import LocalResult, StepContext
 from pipelines.registry import RegistryError, open_registry
 from pipelines.spec import Resources, StepSpec
@@ -39,14 +37,10 @@ class DeployStep(StepSpec):
             raise StepFailed(str(exc)) from None
 
     def deploy_version(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
-        """Point the local endpoint at one registered version; returns what was done."""
-        record = {
-            "endpoint_name": self.endpoint_name, "model_group": self.model_group,
-            "version": package["version"], "model_dir": str(registry.model_path(package)),
-            "model_uri": package["model_uri"], "trigger": trigger,
-            "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        atomic_write_json(state_root / "endpoints" / f"{self.endpoint_name}.json", record)
+        """Point the local endpoint at one registered version (a running `sagepipe serve` follows)."""
+        from pipelines.serving.serve import endpoint_record, write_record
+
+        write_record(state_root, endpoint_record(package, registry, self.endpoint_name, trigger))
         return f"endpoint {self.endpoint_name} now serves {self.model_group} version {package['version']}"
 
     def compile_sagemaker(self, cc: Any) -> Any:

@@ -61,6 +61,9 @@ class RegisterStep(StepSpec):
             trained = ctx.step_record(self.model.step)
             lineage.update(training_step=self.model.step, code_hash=trained.get("code_hash"),
                            data_hashes=trained.get("input_digests"))
+            code = ctx.pipeline.step(self.model.step).code_path()
+            if code and (ctx.repo_path(code).parent / "inference.py").is_file():
+                lineage["inference_code"] = str(ctx.repo_path(code).parent)
         return lineage
 
     def compile_sagemaker(self, cc: Any) -> Any:

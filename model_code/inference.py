@@ -1,0 +1,186 @@
+"""Inference handlers for the fraud model: the SageMaker inference-toolkit contract, also run by `sagepipe serve`.
+
+    model_fn(model_dir) -> model      input_fn(body, content_type) -> records
+    predict_fn(records, model) -> p   output_fn(p, accept) -> (body, content type)
+
+Requests carry raw claim and customer fields (the model folder holds its feature transform):
+- text/csv: one row per line, no header, the 28 fields in RAW_FEATURES order;
+- application/json: a record {"field": value, ...}, a list of records, or columns {"field": [...]}.
+Bad input raises InputError, whose text names the problem (the server answers 400 with it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schema import NA_VALUES, RAW_FEATURES
+
+NAN = float("nan")
+
+
+class InputError(ValueError):
+    """A request the model cannot score; the message says what is wrong."""
+
+
+class FraudScorer:
+    """The booster plus its feature transform, encoding raw records straight to a float32 matrix."""
+
+    def __init__(self, model_dir: Path):
+        import lightgbm as lgb
+
+        transform = json.loads((model_dir / "feature_transform.json").read_text())
+        self.booster = lgb.Booster(model_file=str(model_dir / "model.txt"))
+        self.features: list[str] = transform["features"]
+        self.numeric = set(transform["numeric"])
+        self.liability: str = transform["liability"]
+        self.vocab = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in transform["categorical"].items()}
+        self.fields = [f for f in RAW_FEATURES if f in self.numeric or f in self.vocab or f == self.liability]
+        self.known = set(self.fields)
+        self.threshold = float(os.environ.get("SAGEPIPE_THRESHOLD", "0.5"))
+        self.version = os.environ.get("SAGEPIPE_MODEL_VERSION", "")
+
+    def encode(self, records: list[dict[str, Any]]) -> np.ndarray:
+        matrix = np.empty((len(records), len(self.features)), dtype=np.float32)
+        for row, record in enumerate(records):
+            self._check_fields(record, row)
+            values: dict[str, float] = {}
+            for field in self.fields:
+                raw = record[field]
+                if field in self.numeric:
+                    values[field] = _number(raw, field, row)
+                elif field == self.liability:
+                    values["liability_per_person"], values["liability_per_accident"] = _limits(raw, field, row)
+                else:
+                    values[field] = NAN if _missing(raw) else self.vocab[field].get(str(raw), NAN)
+            matrix[row] = [values[f] for f in self.features]
+        return matrix
+
+    def _check_fields(self, record: Any, row: int) -> None:
+        if not isinstance(record, dict):
+            raise InputError(f"record {row}: expected an object of field: value, got {type(record).__name__}")
+        missing = [f for f in self.fields if f not in record]
+        if missing:
+            raise InputError(f"record {row}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        unknown = [f for f in record if f not in self.known]
+        if unknown:
+            raise InputError(f"record {row}: unknown field '{unknown[0]}'{_close(unknown[0], self.fields)}")
+
+    def predict(self, records: list[dict[str, Any]]) -> np.ndarray:
+        return self.booster.predict(self.encode(records), num_threads=1)
+
+    def predict_frame(self, frame: Any) -> np.ndarray:
+        """Vectorised scoring of a DataFrame of raw fields (batch transform); extra columns are ignored."""
+        import features
+
+        missing = [f for f in self.fields if f not in frame.columns]
+        if missing:
+            raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        transform = {"numeric": sorted(self.numeric), "liability": self.liability, "features": self.features,
+                     "categorical": {c: list(v) for c, v in self.vocab.items()}}
+        return self.booster.predict(features.apply(transform, frame))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() in NA_VALUES) or \
+        (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value: Any, field: str, row: int) -> float:
+    if _missing(value):
+        return NAN
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(f"record {row}: field '{field}' must be a number, got {json.dumps(value)}")
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"record {row}: field '{field}' must be a number, got {json.dumps(value)}") from None
+
+
+def _limits(value: Any, field: str, row: int) -> tuple[float, float]:
+    if _missing(value):
+        return NAN, NAN
+    person, _, accident = str(value).partition("/")
+    try:
+        return float(person), float(accident)
+    except ValueError:
+        raise InputError(f"record {row}: field '{field}' must look like '25/50', got {json.dumps(value)}") from None
+
+
+def _close(word: str, choices: list[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" — did you mean '{match[0]}'?" if match else ""
+
+
+# --- the SageMaker inference-toolkit handlers ------------------------------------------------------
+def model_fn(model_dir: str) -> FraudScorer:
+    return FraudScorer(Path(model_dir))
+
+
+def input_fn(body: bytes | str, content_type: str, fields: list[str] = RAW_FEATURES) -> list[dict[str, Any]]:
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "text/csv":
+        return _csv_records(text, fields)
+    if kind == "application/json":
+        return _json_records(text)
+    raise InputError(f"unsupported Content-Type '{content_type}'; send text/csv or application/json")
+
+
+def _csv_records(text: str, fields: list[str]) -> list[dict[str, Any]]:
+    records = []
+    for number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not cells:
+            continue
+        if len(cells) != len(fields):
+            raise InputError(f"CSV line {number}: expected {len(fields)} comma-separated values (no header, in the "
+                             f"documented field order), got {len(cells)}")
+        records.append(dict(zip(fields, cells)))
+    if not records:
+        raise InputError("the CSV body has no rows")
+    return records
+
+
+def _json_records(text: str) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if isinstance(data, list):
+        if not data:
+            raise InputError("the JSON list is empty; send at least one record")
+        return data
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise InputError(f"columns have different lengths ({', '.join(map(str, sorted(lengths)))})")
+        return [dict(zip(data, values)) for values in zip(*data.values())]
+    if isinstance(data, dict):
+        return [data]
+    raise InputError("expected a JSON object (a record or columns) or a list of records")
+
+
+def predict_fn(records: list[dict[str, Any]], model: FraudScorer) -> np.ndarray:
+    return model.predict(records)
+
+
+def output_fn(probabilities: np.ndarray, accept: str, threshold: float = 0.5) -> tuple[bytes, str]:
+    kind = (accept or "application/json").split(";")[0].strip().lower()
+    labels = (probabilities >= threshold).astype(int)
+    if kind in ("text/csv",):
+        lines = "".join(f"{p:.6f},{label}\n" for p, label in zip(probabilities.tolist(), labels.tolist()))
+        return lines.encode(), "text/csv"
+    if kind in ("application/json", "*/*", ""):
+        predictions = [{"fraud_probability": round(p, 6), "fraud": label}
+                       for p, label in zip(probabilities.tolist(), labels.tolist())]
+        return json.dumps({"predictions": predictions, "threshold": threshold}).encode(), "application/json"
+    raise InputError(f"unsupported Accept '{accept}'; ask for application/json or text/csv")

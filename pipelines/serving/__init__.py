@@ -1,0 +1,1 @@
+"""The local endpoint: SageMaker's inference protocol over HTTP, and batch transform."""

@@ -1,0 +1,43 @@
+"""What `sagepipe serve` and `sagepipe transform` do."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pipelines.registry import RegistryError
+
+
+def serve_command(target: str, env: str, state_root: Path, port: int, workers: int) -> int:
+    from pipelines.models_cli import open_for_env
+    from pipelines.serving.serve import resolve, run_server
+
+    record = resolve(target, open_for_env(env, state_root), state_root)
+    return run_server(record, port, workers)
+
+
+def transform_command(target: str, env: str, state_root: Path, source: str, output: str, rows: int) -> int:
+    import json
+
+    from pipelines.models_cli import open_for_env
+    from pipelines.serving.app import _import_inference
+    from pipelines.serving.serve import resolve
+    from pipelines.serving.transform import transform
+
+    source_path, target_path = Path(source), Path(output)
+    if not source_path.is_file():
+        raise RegistryError(f"input {source} does not exist (a .csv with a header row, or a .parquet file)")
+    if target_path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise RegistryError(f"output {output}: name it .csv or .parquet")
+    record = json.loads(resolve(target, open_for_env(env, state_root), state_root).read_text())
+    inference = _import_inference(Path(record["code_dir"]))
+    model = inference.model_fn(record["model_dir"])
+    print(f"transform {source} with {record['model_group']} version {record['version']} -> {output}",
+          file=sys.stderr)
+    try:
+        count = transform(model, float(record["threshold"]), source_path, target_path, rows,
+                          progress=sys.stderr.isatty())
+    except inference.InputError as exc:
+        raise RegistryError(f"{source}: {exc}") from None
+    print(f"wrote {count:,} rows to {output}", file=sys.stderr)
+    return 0

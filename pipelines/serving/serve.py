@@ -1,0 +1,88 @@
+"""`sagepipe serve`: endpoint records, and the gunicorn process that serves one.
+
+An endpoint record (`.sagepipe/endpoints/<name>.json`) names the model folder, the inference code and
+the threshold. Deploy steps and approvals rewrite records; running servers pick the change up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pipelines.fsutil import atomic_write_json
+from pipelines.registry import RegistryError
+
+
+def endpoint_record(package: dict[str, Any], registry: Any, name: str, trigger: str,
+                    follow: str | None = None) -> dict[str, Any]:
+    """What a server needs to serve one registered version."""
+    lineage = package.get("lineage") or {}
+    metrics = (package.get("metrics") or {}).get("binary_classification_metrics", {})
+    code_dir = lineage.get("inference_code") or str(Path(__file__).resolve().parents[2] / "model_code")
+    return {
+        "endpoint_name": name, "model_group": package["group"], "version": package["version"],
+        "model_dir": str(registry.model_path(package)), "model_uri": package["model_uri"], "code_dir": code_dir,
+        "threshold": (metrics.get("threshold") or {}).get("value", 0.5), "trigger": trigger, "follow": follow,
+        "deployed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_record(state_root: Path, record: dict[str, Any]) -> Path:
+    path = state_root / "endpoints" / f"{record['endpoint_name']}.json"
+    atomic_write_json(path, record)
+    return path
+
+
+def refresh_followers(package: dict[str, Any], registry: Any, state_root: Path) -> list[str]:
+    """Point every `serve GROUP@approved` endpoint of this group at a newly approved version."""
+    import json
+
+    done = []
+    for path in sorted((state_root / "endpoints").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("follow") == "approved" and record.get("model_group") == package["group"]:
+            trigger = f"approval of {package['group']} version {package['version']}"
+            write_record(state_root, endpoint_record(package, registry, record["endpoint_name"], trigger, "approved"))
+            done.append(f"endpoint {record['endpoint_name']} now serves {package['group']} version {package['version']}")
+    return done
+
+
+def resolve(target: str, registry: Any, state_root: Path) -> Path:
+    """An endpoint record for `NAME` (an existing endpoint) or `GROUP[@VERSION|@approved]`."""
+    existing = state_root / "endpoints" / f"{target}.json"
+    if "@" not in target and existing.exists():
+        return existing
+    group, _, which = target.partition("@")
+    which = which or "approved"
+    if which == "approved":
+        package = registry.latest(group, "Approved")
+        if package is None:
+            raise RegistryError(f"{group} has no approved version; approve one with: "
+                                f"sagepipe models approve {group} VERSION")
+    elif which.isdigit():
+        package = registry.show(group, int(which))
+    else:
+        raise RegistryError(f"'{target}': after @ comes a version number or 'approved'")
+    name = f"{group}-{which}"
+    record = endpoint_record(package, registry, name, f"sagepipe serve {target}",
+                             follow="approved" if which == "approved" else None)
+    return write_record(state_root, record)
+
+
+def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.1") -> int:
+    """Replace this process with gunicorn (so SIGTERM reaches it and shutdown is graceful)."""
+    print(f"serving {record_path.stem} on http://{host}:{port} with {workers} workers "
+          f"(POST /invocations, GET /ping; Ctrl-C stops)", file=sys.stderr, flush=True)
+    env = {**os.environ, "SAGEPIPE_ENDPOINT_RECORD": str(record_path.resolve()),
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--worker-class", "sync", "--graceful-timeout", "20", "--timeout", "60", "--keep-alive", "5",
+            "--log-level", "warning", "pipelines.serving.app:app"]
+    os.execve(sys.executable, argv, env)
+    return 0  # not reached
