@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/runner_overhead.py
 	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/compile_speed.py
+	$(BIN)/python benchmarks/serving_speed.py
 
 clean:
 	rm -rf .sagepipe benchmarks/results

@@ -48,19 +48,26 @@ class FraudScorer:
         self.version = os.environ.get("SAGEPIPE_MODEL_VERSION", "")
 
     def encode(self, records: list[dict[str, Any]]) -> np.ndarray:
-        matrix = np.empty((len(records), len(self.features)), dtype=np.float32)
+        """A float32 feature matrix, column by column (numeric columns parse in one numpy call)."""
         for row, record in enumerate(records):
-            self._check_fields(record, row)
-            values: dict[str, float] = {}
-            for field in self.fields:
-                raw = record[field]
-                if field in self.numeric:
-                    values[field] = _number(raw, field, row)
-                elif field == self.liability:
-                    values["liability_per_person"], values["liability_per_accident"] = _limits(raw, field, row)
-                else:
-                    values[field] = NAN if _missing(raw) else self.vocab[field].get(str(raw), NAN)
-            matrix[row] = [values[f] for f in self.features]
+            if type(record) is not dict or record.keys() != self.known:
+                self._check_fields(record, row)
+        columns: dict[str, Any] = {}
+        for field in self.fields:
+            values = [record[field] for record in records]
+            if field in self.numeric:
+                columns[field] = _numbers(values, field)
+            elif field == self.liability:
+                pairs = [_limits(v, field, row) for row, v in enumerate(values)]
+                columns["liability_per_person"] = [p for p, _ in pairs]
+                columns["liability_per_accident"] = [a for _, a in pairs]
+            else:
+                get = self.vocab[field].get
+                columns[field] = [get(v, NAN) if type(v) is str else NAN if v is None else get(str(v), NAN)
+                                  for v in values]
+        matrix = np.empty((len(records), len(self.features)), dtype=np.float32)
+        for j, feature in enumerate(self.features):
+            matrix[:, j] = columns[feature]
         return matrix
 
     def _check_fields(self, record: Any, row: int) -> None:
@@ -91,6 +98,18 @@ class FraudScorer:
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in NA_VALUES) or \
         (isinstance(value, float) and math.isnan(value))
+
+
+def _numbers(values: list[Any], field: str) -> Any:
+    """Numbers (or numeric strings, None) in one numpy call; anything else value by value, for the message."""
+    if not any(type(v) is bool for v in values):
+        try:
+            parsed = np.array(values, dtype=np.float64)
+            if parsed.ndim == 1:
+                return parsed
+        except (ValueError, TypeError):
+            pass
+    return [_number(v, field, row) for row, v in enumerate(values)]
 
 
 def _number(value: Any, field: str, row: int) -> float:
@@ -180,7 +199,7 @@ def output_fn(probabilities: np.ndarray, accept: str, threshold: float = 0.5) ->
         lines = "".join(f"{p:.6f},{label}\n" for p, label in zip(probabilities.tolist(), labels.tolist()))
         return lines.encode(), "text/csv"
     if kind in ("application/json", "*/*", ""):
-        predictions = [{"fraud_probability": round(p, 6), "fraud": label}
-                       for p, label in zip(probabilities.tolist(), labels.tolist())]
-        return json.dumps({"predictions": predictions, "threshold": threshold}).encode(), "application/json"
+        predictions = ",".join(f'{{"fraud_probability": {p:.6f}, "fraud": {label}}}'
+                               for p, label in zip(probabilities.tolist(), labels.tolist()))
+        return f'{{"predictions": [{predictions}], "threshold": {threshold}}}'.encode(), "application/json"
     raise InputError(f"unsupported Accept '{accept}'; ask for application/json or text/csv")
