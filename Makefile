@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench ui clean
+.PHONY: setup run test bench ui loadtest clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+loadtest: $(STAMP)
+	$(BIN)/python loadtest/run.py
 
 ui: $(STAMP)
 	$(BIN)/sagepipe ui

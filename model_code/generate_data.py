@@ -98,6 +98,13 @@ def _claims(rng: np.random.Generator, customers: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def claim_records(rows: int, seed: int) -> pd.DataFrame:
+    """Claims joined with their customers, in memory: the raw fields a prediction request carries."""
+    rng = np.random.default_rng(seed)
+    customers = _customers(rng, np.arange(1, rows + 1, dtype=np.int64))
+    return _claims(rng, customers).merge(customers, on="policy_id")
+
+
 def generate(rows: int, seed: int, out: Path) -> None:
     """Write claims.csv and customers.csv into out, in chunks so memory stays flat."""
     out.mkdir(parents=True, exist_ok=True)

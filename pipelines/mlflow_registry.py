@@ -44,8 +44,9 @@ class MlflowRegistry:
             why = unreachable(self.uri)
             if why:
                 raise RegistryError(f"the model registry at {self.uri} is unreachable: {why}")
-            quiet_mlflow()
             from mlflow.tracking import MlflowClient
+
+            quiet_mlflow()  # after the import: mlflow sets its own log level when imported
 
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client

@@ -173,8 +173,9 @@ class MlflowTracker(NullTracker):
             why = unreachable(self.uri)
             if why:
                 raise ConnectionError(why)
-            quiet_mlflow()
             from mlflow.tracking import MlflowClient
+
+            quiet_mlflow()  # after the import: mlflow sets its own log level when imported
 
             client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = _experiment_id(client, self.experiment, artifact_root(self.uri))
