@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("output")
     batch.add_argument("--chunk-rows", type=int, default=200_000)
     batch.add_argument("--env", default="local")
+    params = sub.add_parser("endpoint-params", help="CloudFormation parameters for infra/endpoint.yaml")
+    _config_args(params, params=False)
+    params.add_argument("--model-package", required=True, metavar="ARN", help="the approved version to serve")
+    params.add_argument("--step", default=None, help="the deploy step (default: the first)")
     _models_args(sub)
     ui = sub.add_parser("ui", help="open the MLflow UI (a local mlflow server) over the tracking store")
     ui.add_argument("--env", default="local", help="whose tracking store (default: local)")
@@ -158,6 +162,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipelines.loader import load_pipeline
 
     spec = load_pipeline(args.config, args.env, getattr(args, "param", []))
+    if args.command == "endpoint-params":
+        from pipelines.sagemaker.endpoint_params import endpoint_params_command
+
+        return endpoint_params_command(spec, args.model_package, args.step)
     if args.command in ("compile", "upsert", "start", "executions"):
         from pipelines.sagemaker import commands as cloud
 

@@ -1,0 +1,85 @@
+"""CloudFormation templates pass cfn-lint, and the endpoint parameters fill infra/endpoint.yaml exactly."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.loader import load_pipeline
+from pipelines.sagemaker.endpoint_params import endpoint_parameters
+from tests.conftest import REPO, run_cli
+
+TEMPLATES = sorted((REPO / "infra").glob("*.yaml"))
+PACKAGE = "arn:aws:sagemaker:us-east-1:444455556666:model-package/fraud-detection/3"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """Reads CloudFormation YAML: short-form intrinsics (!Ref, !If, ...) become plain values."""
+
+
+_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[t.name for t in TEMPLATES])
+def test_cfn_lint_reports_nothing(template: Path) -> None:
+    done = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(template)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_endpoint_parameters_fit_the_template(env: str) -> None:
+    declared = yaml.load((REPO / "infra" / "endpoint.yaml").read_text(), Loader=_CfnLoader)["Parameters"]
+    config = endpoint_parameters(load_pipeline(REPO / "configs" / "fraud-detection.yaml", env), PACKAGE)
+    assert set(config["Parameters"]) == set(declared)
+    for name, value in config["Parameters"].items():
+        rules = declared[name]
+        if "AllowedValues" in rules:
+            assert value in [str(v) for v in rules["AllowedValues"]], name
+        if "AllowedPattern" in rules:
+            assert re.fullmatch(rules["AllowedPattern"], value), name
+        if rules["Type"] == "Number":
+            assert rules.get("MinValue", float("-inf")) <= float(value) <= rules.get("MaxValue", float("inf")), name
+    assert config["Tags"]["stage"] == env
+
+
+def test_prod_endpoint_scales_captures_data_and_deploys_blue_green() -> None:
+    params = endpoint_parameters(load_pipeline(REPO / "configs" / "fraud-detection.yaml", "prod"), PACKAGE)["Parameters"]
+    assert params["EndpointName"] == "fraud-detection-prod" and params["Mode"] == "RealTime"
+    assert (params["InstanceType"], params["InstanceCount"]) == ("ml.m5.xlarge", "2")
+    assert (params["MinCapacity"], params["MaxCapacity"], params["TargetInvocationsPerInstance"]) == ("2", "6", "200")
+    assert (params["DataCaptureEnabled"], params["DataCapturePercent"]) == ("true", "20")
+    assert params["DataCaptureDestination"] == "s3://sagepipe-prod-artifacts/fraud-detection/data-capture/"
+    assert (params["CanaryPercent"], params["CanaryWaitSeconds"]) == ("10", "600")
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("{mode: realtime, autoscaling: {min: 4, max: 2}}", "autoscaling.min (4) is above autoscaling.max (2)"),
+    ("{mode: serverless, data_capture: {enabled: true}}", "serverless endpoints cannot capture data"),
+    ("{mode: serverless, serverless: {memory_mb: 1500}}", "memory_mb"),
+    ("{mode: batch}", "endpoint.mode"),
+])
+def test_bad_endpoint_settings_are_config_errors(endpoint: str, expected: str, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").touch()
+    config = tmp_path / "p.yaml"
+    config.write_text(f"name: p\nsteps:\n  - name: deploy\n    type: deploy\n    model_group: g\n"
+                      f"    endpoint_name: e\n    endpoint: {endpoint}\n")
+    done = run_cli("validate", str(config), home=tmp_path / "state", cwd=tmp_path)
+    assert done.returncode == 2 and expected in done.stderr and "p.yaml:7" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_endpoint_params_command_prints_a_template_configuration() -> None:
+    done = run_cli("endpoint-params", "configs/fraud-detection.yaml", "--env", "dev", "--model-package", PACKAGE,
+                   home=REPO / ".sagepipe")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["Parameters"]["EndpointName"] == "fraud-detection-dev"
+    bad = run_cli("endpoint-params", "configs/fraud-detection.yaml", "--env", "dev", "--model-package", "v3",
+                  home=REPO / ".sagepipe")
+    assert bad.returncode == 2 and "is not a model package ARN" in bad.stderr
