@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_speed.py
 	$(BIN)/python benchmarks/compile_speed.py
 	$(BIN)/python benchmarks/serving_speed.py
+	$(BIN)/python benchmarks/transform_memory.py
 
 clean:
 	rm -rf .sagepipe benchmarks/results
