@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/sagepipe run configs/fraud-detection.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 loadtest: $(STAMP)
 	$(BIN)/python loadtest/run.py

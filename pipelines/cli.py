@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--env", default="local")
     params = sub.add_parser("endpoint-params", help="CloudFormation parameters for infra/endpoint.yaml")
     _config_args(params, params=False)
-    params.add_argument("--model-package", required=True, metavar="ARN", help="the approved version to serve")
+    params.add_argument("--model-package", required=True, metavar="ARN|approved",
+                        help="the version to serve; 'approved' looks up the newest Approved one")
     params.add_argument("--step", default=None, help="the deploy step (default: the first)")
     _models_args(sub)
     ui = sub.add_parser("ui", help="open the MLflow UI (a local mlflow server) over the tracking store")

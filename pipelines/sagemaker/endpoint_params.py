@@ -22,6 +22,8 @@ def endpoint_parameters(spec: Any, model_package_arn: str, step_name: str | None
     elif step_name and step_name not in names:
         problems.append(Problem(spec.source_file, None, "--step", f"no deploy step '{step_name}'"
                                                                   f"{did_you_mean(step_name, names)}"))
+    if model_package_arn == "approved" and deploys and not problems:
+        model_package_arn = latest_approved_arn(spec, next(s for s in deploys if s.name == (step_name or names[0])))
     if not model_package_arn.startswith("arn:aws") or ":model-package/" not in model_package_arn:
         problems.append(Problem(spec.source_file, None, "--model-package",
                                 f"'{model_package_arn}' is not a model package ARN "
@@ -56,6 +58,18 @@ def endpoint_parameters(spec: Any, model_package_arn: str, step_name: str | None
     }
     tags = {str(k): str(v) for k, v in (cloud.get("tags") or {}).items()}
     return {"Parameters": {k: str(v) for k, v in params.items()}, "Tags": tags}
+
+
+def latest_approved_arn(spec: Any, step: Any) -> str:
+    """The newest Approved version of the deploy step's model group in the env's SageMaker Model Registry."""
+    from pipelines.registry import RegistryError
+    from pipelines.sagemaker.registry import SageMakerRegistry
+
+    package = SageMakerRegistry(spec.settings.sagemaker["region"]).latest(step.model_group, "Approved")
+    if package is None:
+        raise RegistryError(f"{step.model_group} has no Approved version in {spec.settings.sagemaker['region']}; "
+                            f"approve one with: sagepipe models approve {step.model_group} VERSION --env {spec.env}")
+    return package["arn"]
 
 
 def endpoint_params_command(spec: Any, model_package_arn: str, step_name: str | None) -> int:

@@ -1,0 +1,80 @@
+"""buildspec.yml, run the way CodeBuild runs it, against a moto server: it upserts and starts the pipeline,
+and a failing command fails the build."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.sagemaker import aws as aws_api
+from pipelines.sagemaker.commands import status_command
+from tests.conftest import REPO
+from tests.test_aws import REGION, aws, moto_server  # noqa: F401  (fixtures)
+
+MARKER = "echo 'make test ran (replaced by a marker in this test)'"
+PHASES = ("install", "pre_build", "build", "post_build")
+
+
+def codebuild(buildspec: dict, env: dict[str, str], workdir: Path) -> tuple[int, str]:
+    """Run the phases' commands in order in one shell (buildspec 0.2); the first failing command ends the build."""
+    lines = ["cd " + shlex.quote(str(workdir))]
+    for key, value in buildspec.get("env", {}).get("variables", {}).items():
+        lines.append(f"export {key}={shlex.quote(str(value))}")
+    for phase in PHASES:
+        for command in buildspec.get("phases", {}).get(phase, {}).get("commands", []):
+            command = MARKER if command.startswith("make test") else command
+            shown = shlex.quote(command[:60])
+            lines.append(f"echo [{phase}] {shown}")
+            lines.append(f"( {command} ) || {{ rc=$?; echo BUILD FAILED in {phase}: {shown}; exit $rc; }}")
+    done = subprocess.run(["bash", "-c", "\n".join(lines)], env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture
+def build_env(aws: dict, home: Path) -> dict[str, str]:  # noqa: F811
+    import os
+
+    return {**os.environ, "SAGEPIPE_HOME": str(home), "CODEBUILD_BUILD_ID": "model-build:1",
+            "CODEBUILD_SRC_DIR": str(REPO), "CODEBUILD_RESOLVED_SOURCE_VERSION": "abc123", "AWS_REGION": REGION}
+
+
+def test_the_build_upserts_and_starts_the_pipeline(build_env: dict, aws: dict) -> None:  # noqa: F811
+    spec = yaml.safe_load((REPO / "buildspec.yml").read_text())
+    assert spec["version"] == 0.2 and spec["reports"]["unit-tests"]["file-format"] == "JUNITXML"
+    assert any(c.startswith("make test") and "--junitxml=reports/junit.xml" in c
+               for c in spec["phases"]["pre_build"]["commands"])
+    rc, log = codebuild(spec, build_env, REPO)
+    assert rc == 0, log
+    assert "make test ran" in log
+    pipeline = aws["sm"].describe_pipeline(PipelineName="fraud-detection")
+    built = json.loads((REPO / "build" / "pipeline-definition.json").read_text())
+    assert json.loads(pipeline["PipelineDefinition"]) == built
+    execution = json.loads((REPO / "build" / "execution.json").read_text())
+    assert execution["status"] == "Succeeded" and ":pipeline/fraud-detection/execution/" in execution["arn"]
+    listed = aws["sm"].list_pipeline_executions(PipelineName="fraud-detection")["PipelineExecutionSummaries"]
+    assert [e["PipelineExecutionArn"] for e in listed] == [execution["arn"]]
+
+
+def test_a_failing_command_fails_the_build(build_env: dict, tmp_path: Path) -> None:
+    spec = yaml.safe_load((REPO / "buildspec.yml").read_text())
+    spec["env"]["variables"]["PIPELINE_CONFIG"] = "configs/nope.yaml"
+    rc, log = codebuild(spec, build_env, REPO)
+    assert rc != 0 and "BUILD FAILED in build" in log and "sagepipe compile" in log.split("BUILD FAILED")[1]
+    broken = yaml.safe_load((REPO / "buildspec.yml").read_text())
+    broken["phases"]["install"]["commands"].append("false")
+    rc, log = codebuild(broken, build_env, REPO)
+    assert rc == 1 and "BUILD FAILED in install" in log and "[build]" not in log
+
+
+def test_a_failed_execution_exits_non_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    arn = "arn:aws:sagemaker:us-east-1:111122223333:pipeline/fraud-detection/execution/abc"
+    answers = iter([{"arn": arn, "status": "Executing", "failure": None, "steps": []},
+                    {"arn": arn, "status": "Failed", "failure": "step train failed", "steps": []}])
+    monkeypatch.setattr(aws_api, "describe", lambda _: next(answers))
+    monkeypatch.setattr(aws_api.time, "sleep", lambda _: None)
+    assert status_command(arn, wait=True, as_json=True) == 1
