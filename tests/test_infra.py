@@ -83,3 +83,36 @@ def test_endpoint_params_command_prints_a_template_configuration() -> None:
     bad = run_cli("endpoint-params", "configs/fraud-detection.yaml", "--env", "dev", "--model-package", "v3",
                   home=REPO / ".sagepipe")
     assert bad.returncode == 2 and "is not a model package ARN" in bad.stderr
+
+
+def _statements(node):
+    if isinstance(node, dict):
+        if "Effect" in node and "Action" in node:
+            yield node
+        for value in node.values():
+            yield from _statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _statements(value)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=[t.name for t in TEMPLATES])
+def test_no_policy_allows_every_action_on_every_resource(template: Path) -> None:
+    body = yaml.load(template.read_text(), Loader=_CfnLoader)
+    for statement in _statements(body):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement.get("Resource")
+        resources = resources if isinstance(resources, list) else [resources]
+        wildcard_action = any(a == "*" or str(a).endswith(":*") for a in actions)
+        assert not (wildcard_action and "*" in resources), statement
+
+
+def test_the_deploy_rule_is_the_approval_pattern_for_the_group() -> None:
+    from pipelines.approvals import DEPLOY_ON_APPROVAL
+
+    body = yaml.load((REPO / "infra" / "cicd.yaml").read_text(), Loader=_CfnLoader)
+    pattern = body["Resources"]["DeployOnApprovalRule"]["Properties"]["EventPattern"]
+    assert pattern["source"] == DEPLOY_ON_APPROVAL["source"]
+    assert pattern["detail-type"] == DEPLOY_ON_APPROVAL["detail-type"]
+    assert pattern["detail"]["ModelApprovalStatus"] == ["Approved"]  # never Rejected or Pending
+    assert set(pattern["detail"]) == {"ModelPackageGroupName", "ModelApprovalStatus"}
