@@ -1,7 +1,7 @@
 """Evaluation step: score the test split, write evaluation.json (SageMaker model-quality format) and plots.
 
 Inputs: input/model/ (model.txt, feature_transform.json, metadata.json), input/test/*.parquet.
-Output: output/evaluation/{evaluation.json, roc.png, precision_recall.png, feature_importance.png}.
+Output: output/evaluation/{evaluation.json, roc.png, precision_recall.png, feature_importance.png (LightGBM)}.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def plots(y: np.ndarray, p: np.ndarray, importance: dict[str, float], report: di
     fig.savefig(out / "precision_recall.png")
     plt.close(fig)
 
+    if not importance:  # e.g. a neural network: no built-in importance to plot
+        return
     top = sorted(importance.items(), key=lambda kv: kv[1])[-15:]
     total = sum(importance.values()) or 1.0
     fig, ax = plt.subplots(figsize=(7, 5.5), dpi=110)

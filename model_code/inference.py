@@ -31,13 +31,14 @@ class InputError(ValueError):
 
 
 class FraudScorer:
-    """The booster plus its feature transform, encoding raw records straight to a float32 matrix."""
+    """A trained model (LightGBM or PyTorch, as its metadata says) plus its feature transform, encoding raw
+    records straight to a float32 matrix."""
 
     def __init__(self, model_dir: Path):
-        import lightgbm as lgb
+        from model_io import FraudModel
 
         transform = json.loads((model_dir / "feature_transform.json").read_text())
-        self.booster = lgb.Booster(model_file=str(model_dir / "model.txt"))
+        self.model = FraudModel(model_dir)
         self.features: list[str] = transform["features"]
         self.numeric = set(transform["numeric"])
         self.liability: str = transform["liability"]
@@ -81,18 +82,14 @@ class FraudScorer:
             raise InputError(f"record {row}: unknown field '{unknown[0]}'{_close(unknown[0], self.fields)}")
 
     def predict(self, records: list[dict[str, Any]]) -> np.ndarray:
-        return self.booster.predict(self.encode(records), num_threads=1)
+        return self.model.predict_matrix(self.encode(records))
 
     def predict_frame(self, frame: Any) -> np.ndarray:
         """Vectorised scoring of a DataFrame of raw fields (batch transform); extra columns are ignored."""
-        import features
-
         missing = [f for f in self.fields if f not in frame.columns]
         if missing:
             raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        transform = {"numeric": sorted(self.numeric), "liability": self.liability, "features": self.features,
-                     "categorical": {c: list(v) for c, v in self.vocab.items()}}
-        return self.booster.predict(features.apply(transform, frame))
+        return self.model.predict_proba(frame)
 
 
 def _missing(value: Any) -> bool:

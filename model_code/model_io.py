@@ -1,4 +1,8 @@
-"""Load a trained model folder and score raw claim + customer rows (used by evaluation and serving)."""
+"""Load a trained model folder and score raw claim + customer rows (used by evaluation and serving).
+
+The folder's metadata.json says which kind of model it holds: "lightgbm" (model.txt) or "torch"
+(model.pt state dict + model_config.json); both carry the feature transform that takes raw fields.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,37 @@ import features
 
 
 class FraudModel:
-    """The booster plus the feature transform it was trained with."""
+    """The trained model plus the feature transform it was trained with."""
 
     def __init__(self, model_dir: Path):
-        import lightgbm as lgb
-
         self.metadata = json.loads((model_dir / "metadata.json").read_text())
         self.transform = features.load(model_dir)
-        self.booster = lgb.Booster(model_file=str(model_dir / "model.txt"))
+        self.kind = self.metadata.get("model_type", "lightgbm")
+        if self.kind == "torch":
+            import torch_model
+
+            self.net, self.config = torch_model.load(model_dir)
+        else:
+            import lightgbm as lgb
+
+            self.booster = lgb.Booster(model_file=str(model_dir / "model.txt"))
+
+    def predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Fraud probability for each row of an encoded feature matrix."""
+        if self.kind == "torch":
+            import torch_model
+
+            return torch_model.predict(self.net, self.config, np.asarray(matrix, dtype=np.float32))
+        return self.booster.predict(matrix, num_threads=1 if len(matrix) < 10_000 else 0)
 
     def predict_proba(self, raw: pd.DataFrame) -> np.ndarray:
         """Fraud probability for each raw row."""
-        return self.booster.predict(features.apply(self.transform, raw))
+        encoded = features.apply(self.transform, raw)
+        return self.predict_matrix(encoded.to_numpy() if self.kind == "torch" else encoded)
 
     def feature_importance(self) -> dict[str, float]:
+        """Gain per feature (LightGBM); empty for models without a built-in importance."""
+        if self.kind == "torch":
+            return {}
         gains = self.booster.feature_importance(importance_type="gain")
         return dict(zip(self.booster.feature_name(), map(float, gains)))

@@ -9,11 +9,21 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from pipelines.errors import StepFailed
 from pipelines.local.context import LocalResult, StepContext
+from pipelines.spec import Strict
 from steps.base import ScriptStep, link_input
 
 OUTPUTS = ("model", "output")
+
+
+class Distribution(Strict):
+    """torchrun: processes_per_host processes on each of resources.instance_count hosts."""
+
+    type: Literal["torchrun"] = "torchrun"
+    processes_per_host: int = Field(1, ge=1, le=64)
 
 
 class TrainingStep(ScriptStep):
@@ -21,6 +31,7 @@ class TrainingStep(ScriptStep):
 
     type: Literal["training"] = "training"
     hyperparameters: dict[str, Any] = {}
+    distribution: Distribution | None = None
 
     def output_names(self) -> list[str]:
         return list(OUTPUTS)
@@ -30,7 +41,8 @@ class TrainingStep(ScriptStep):
 
     def local_fingerprint(self, ctx: StepContext) -> dict[str, Any]:
         return {"hyperparameters": ctx.resolve(self.hyperparameters),
-                "environment": ctx.resolve(self.environment)}
+                "environment": ctx.resolve(self.environment),
+                "distribution": self.distribution.model_dump() if self.distribution else None}
 
     def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
         channels = {name: ctx.step_dir / "input" / "data" / name for name in inputs}
@@ -45,7 +57,7 @@ class TrainingStep(ScriptStep):
         hps = ctx.resolve(self.hyperparameters)
         env = {str(k): str(v) for k, v in ctx.resolve(self.environment).items()}
         env.update(training_env(channels, outputs, hps, checkpoints))
-        argv = [sys.executable, str(ctx.repo_path(self.code))]
+        argv = [sys.executable, *self._launcher(ctx), str(ctx.repo_path(self.code))]
         for key, value in hps.items():
             argv += [f"--{key}", _hp_text(value)]
         code = ctx.run_process(argv, env, ctx.step_dir)
@@ -89,10 +101,18 @@ class TrainingStep(ScriptStep):
                                description=self.description or None, cache_config=cc.cache_config(self),
                                retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
 
+    def _launcher(self, ctx: StepContext) -> list[str]:
+        """torchrun on this one machine: processes_per_host x instance_count processes (gloo, or nccl on GPUs)."""
+        if self.distribution is None:
+            return []
+        resources = self.resources or ctx.pipeline.defaults.resources
+        processes = self.distribution.processes_per_host * resources.instance_count
+        return ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
+                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+
     def _distributed(self) -> dict[str, str]:
         """torchrun on every host (the PyTorch container's torch_distributed launcher)."""
-        spec = self.sagemaker.get("distribution") or {}
-        return {"sagemaker_torch_distributed_enabled": "true"} if spec.get("type") == "torchrun" else {}
+        return {"sagemaker_torch_distributed_enabled": "true"} if self.distribution else {}
 
 
 def training_env(channels: dict[str, Path], outputs: dict[str, Path], hps: dict[str, Any],
@@ -119,6 +139,14 @@ def _hp_text(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _gpu_count() -> int:

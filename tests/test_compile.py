@@ -53,8 +53,8 @@ steps:
     hyperparameters: {epochs: "${params.epochs}", lr: 0.1}
     image: 763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-gpu-py311
     resources: {instance_type: ml.g5.xlarge, instance_count: 2}
-    sagemaker: {spot: true, max_runtime_s: 3600, max_wait_s: 7200, keep_alive_s: 600,
-                distribution: {type: torchrun, processes_per_host: 1}}
+    distribution: {type: torchrun, processes_per_host: 1}
+    sagemaker: {spot: true, max_runtime_s: 3600, max_wait_s: 7200, keep_alive_s: 600}
   - name: evaluate
     type: evaluation
     code: scripts/score.py
