@@ -131,6 +131,7 @@ def main() -> None:
         _save(model, config, transform, args, history, world, float(throughput) / max(seconds, 1e-9),
               x_val, len(train), best["epoch"])
     if world > 1:
+        dist.barrier()  # leave together: a rank that tears down while rank 0 still saves aborts in gloo
         dist.destroy_process_group()
 
 

@@ -208,17 +208,19 @@ def test_code_artifacts_are_content_addressed_and_compiles_are_byte_identical(tm
     assert json.dumps(before[2]) != json.dumps(after[2])
 
 
-@pytest.mark.parametrize("env", ["dev", "prod"])
-def test_example_pipeline_matches_its_golden_definition(env: str) -> None:
-    compiled = compile_pipeline(load_pipeline(REPO / "configs" / "fraud-detection.yaml", env))
-    golden = GOLDEN / f"fraud-detection.{env}.json"
+@pytest.mark.parametrize("name, env", [("fraud-detection", "dev"), ("fraud-detection", "prod"),
+                                       ("fraud-detection-torch", "dev")])
+def test_example_pipeline_matches_its_golden_definition(name: str, env: str) -> None:
+    compiled = compile_pipeline(load_pipeline(REPO / "configs" / f"{name}.yaml", env))
+    golden = GOLDEN / f"{name}.{env}.json"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(compiled.json())
     assert compiled.json() == golden.read_text(), f"definition changed; review, then UPDATE_GOLDEN=1 pytest {__file__}"
 
 
 @pytest.mark.skipif(not SCHEMA.exists(), reason="../shared/reference is not present")
-@pytest.mark.parametrize("name", ["fraud-detection.dev.json", "fraud-detection.prod.json", "every-step"])
+@pytest.mark.parametrize("name", ["fraud-detection.dev.json", "fraud-detection.prod.json",
+                                  "fraud-detection-torch.dev.json", "every-step"])
 def test_definitions_validate_against_the_published_schema(name: str, every_step: dict) -> None:
     import jsonschema
 

@@ -144,8 +144,15 @@ class CompileContext:
         from sagemaker.core import image_uris
 
         framework = {**FRAMEWORK_IMAGE, **(getattr(step, "sagemaker", {}) or {}).get("framework_image", {})}
-        return image_uris.retrieve(framework["framework"], region=self.region, version=framework["version"],
-                                   py_version="py3", instance_type=self.resources(step).instance_type)
+        try:
+            return image_uris.retrieve(framework["framework"], region=self.region, version=str(framework["version"]),
+                                       py_version=framework.get("py_version", "py3"),
+                                       image_scope=framework.get("scope"),
+                                       instance_type=self.resources(step).instance_type)
+        except ValueError as exc:
+            raise ValueError(f"step '{step.name}': no {framework['framework']} {framework['version']} image for "
+                             f"{self.resources(step).instance_type} in {self.region} ({exc}); set image: or "
+                             "sagemaker.framework_image") from None
 
     def resources(self, step: Any) -> Any:
         return getattr(step, "resources", None) or self.spec.defaults.resources
