@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_speed.py
 	$(BIN)/python benchmarks/serving_speed.py
 	$(BIN)/python benchmarks/transform_memory.py
+	$(BIN)/python benchmarks/ddp_throughput.py
 
 clean:
 	rm -rf .sagepipe benchmarks/results
