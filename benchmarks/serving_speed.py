@@ -60,7 +60,7 @@ def prepare(home: Path) -> dict:
     import features
     import pandas as pd
     from mlflow.tracking import MlflowClient
-    from schema import RAW_FEATURES
+    from fraud_schema import RAW_FEATURES
 
     test = pd.read_parquet(home / "runs" / run_id / "preprocess" / "processing" / "output" / "test" / "test.parquet")
     transform = features.load(home / "models" / "fraud-detection" / "1")

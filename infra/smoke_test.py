@@ -20,7 +20,7 @@ def main() -> int:
     args = parser.parse_args()
     import boto3
     from generate_data import claim_records
-    from schema import RAW_FEATURES
+    from fraud_schema import RAW_FEATURES
 
     records = json.loads(claim_records(20, seed=3)[RAW_FEATURES].to_json(orient="records"))
     runtime = boto3.client("sagemaker-runtime", region_name=args.region)

@@ -15,7 +15,7 @@ from locust import FastHttpUser, between, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model_code"))
 from generate_data import claim_records  # noqa: E402
-from schema import RAW_FEATURES  # noqa: E402
+from fraud_schema import RAW_FEATURES  # noqa: E402
 
 ROWS = json.loads(claim_records(500, seed=11)[RAW_FEATURES].to_json(orient="records"))
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from model_io import FraudModel
-from schema import LABEL
+from fraud_schema import LABEL
 from tracking import Tracking
 
 ROOT = Path(os.environ.get("SAGEPIPE_PROCESSING_DIR", "/opt/ml/processing"))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from schema import CATEGORICAL, LIABILITY, NUMERIC
+from fraud_schema import CATEGORICAL, LIABILITY, NUMERIC
 
 TRANSFORM_FILE = "feature_transform.json"
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from schema import NA_VALUES, RAW_FEATURES
+from fraud_schema import NA_VALUES, RAW_FEATURES
 
 NAN = float("nan")
 

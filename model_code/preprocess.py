@@ -18,7 +18,7 @@ import pandas as pd
 
 import features
 from data_quality import DataError, load_suite, validate
-from schema import KEY, LABEL, NA_VALUES
+from fraud_schema import KEY, LABEL, NA_VALUES
 from tracking import Tracking
 
 ROOT = Path(os.environ.get("SAGEPIPE_PROCESSING_DIR", "/opt/ml/processing"))

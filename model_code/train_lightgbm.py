@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 import features
-from schema import CATEGORICAL, LABEL
+from fraud_schema import CATEGORICAL, LABEL
 from tracking import Tracking
 
 

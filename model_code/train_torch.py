@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import features
 import torch_model
-from schema import LABEL
+from fraud_schema import LABEL
 from tracking import Tracking
 
 

@@ -22,7 +22,7 @@ from tests.conftest import REPO, run_cli
 
 sys.path.insert(0, str(REPO / "model_code"))
 from model_io import FraudModel  # noqa: E402
-from schema import RAW_FEATURES  # noqa: E402
+from fraud_schema import RAW_FEATURES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/fraud-detection.yaml"
