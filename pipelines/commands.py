@@ -16,7 +16,7 @@ EXIT_CODES = {"succeeded": 0, "failed": 1, "interrupted": 130}
 
 
 def run(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | None, as_json: bool) -> int:
-    from pipelines.local.runner import LocalRunner, new_run_id
+    from pipelines.local.runner import new_run_id
 
     run_id = new_run_id()
     return _drive(spec, root, max_parallel, as_json, use_cache,

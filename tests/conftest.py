@@ -26,3 +26,32 @@ def run_cli(*args: str, home: Path, cwd: Path = REPO, timeout: float = 600) -> s
     env = {**os.environ, "SAGEPIPE_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
+    """Poll url until it answers 200; fail the test with the process's output if it dies or times out."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            output = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"{url} never answered 200:\n{str(output)[-3000:]}")
+        time.sleep(0.3)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, free_port, run_cli, wait_for_http
 
 sys.path.insert(0, str(REPO / "model_code"))
 from model_io import FraudModel  # noqa: E402
@@ -26,12 +26,6 @@ from fraud_schema import RAW_FEATURES  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/fraud-detection.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +51,7 @@ def server(models: dict):
                              str(port), "--workers", "2"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start:\n{proc.stdout.read()}")
-        time.sleep(0.3)
+    wait_for_http(f"{url}/ping", proc)
     yield {"url": url, "proc": proc, "port": port}
     if proc.poll() is None:
         proc.terminate()
@@ -191,14 +174,7 @@ def test_sigterm_shuts_the_server_down_gracefully(models: dict) -> None:
     env = {**os.environ, "SAGEPIPE_HOME": str(models["home"])}
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", "fraud-detection@1", "--port", str(port),
                              "--workers", "1"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-            break
-        except OSError:
-            assert time.time() < deadline and proc.poll() is None
-            time.sleep(0.3)
+    wait_for_http(f"http://127.0.0.1:{port}/ping", proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 CONFIG = "configs/fraud-detection-torch.yaml"
@@ -30,12 +29,6 @@ def torch_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "channels": run_dir / "preprocess" / "processing" / "output"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _train(channels: Path, work: Path, processes: int, *args: str, wait: bool = True):
     for folder in ("model", "output", "checkpoints"):
         (work / folder).mkdir(parents=True, exist_ok=True)
@@ -44,7 +37,7 @@ def _train(channels: Path, work: Path, processes: int, *args: str, wait: bool = 
            "SM_OUTPUT_DATA_DIR": str(work / "output"), "SAGEPIPE_CHECKPOINT_DIR": str(work / "checkpoints")}
     env.pop("MLFLOW_TRACKING_URI", None)
     argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
-            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(REPO / "model_code" / "train_torch.py"),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(REPO / "model_code" / "train_torch.py"),
             *args]
     if not wait:
         return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

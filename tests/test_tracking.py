@@ -8,19 +8,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pipelines.approvals import DEPLOY_ON_APPROVAL, matches, state_change_event
 from pipelines.mlflow_registry import MlflowRegistry
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, free_port, run_cli, wait_for_http
 
 SCRIPTS = REPO / "tests" / "fixtures" / "scripts"
 TRACKED = """
@@ -54,12 +52,6 @@ steps:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_project(folder: Path, tracking_uri: str, pipeline: str = TRACKED) -> Path:
     """A small git repository with a tracked pipeline, its scripts and a local env overlay."""
     (folder / "scripts").mkdir(parents=True)
@@ -90,18 +82,10 @@ def mlflow_server(tmp_path: Path):
                              "--artifacts-destination", str(root / "artifacts")],
                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.5)
+    try:
+        wait_for_http(f"{uri}/health", proc)
+    finally:
+        log.flush()
     yield uri
     os.killpg(proc.pid, 15)
     proc.wait(30)

@@ -18,7 +18,7 @@ from pipelines.fsutil import hash_json, hash_path
 from pipelines.graph import Graph
 from pipelines.local.cache import StepCache
 from pipelines.local.context import LocalResult, StepContext
-from pipelines.local.state import DONE_OK, TERMINAL, RunState
+from pipelines.local.state import DONE_OK, RunState
 from pipelines.refs import MetricRef, OutputRef, ParamRef, resolve
 from pipelines.spec import PipelineSpec
 from pipelines.tracking import NullTracker

@@ -10,7 +10,6 @@ from typing import Any
 
 def compile_command(spec: Any, output: str | None) -> int:
     from pipelines.fsutil import atomic_write_text
-    from pipelines.sagemaker.compiler import compile_pipeline
 
     compiled = compile_pipeline_or_explain(spec)
     if output:
