@@ -131,3 +131,20 @@ def test_missing_credentials_is_one_clear_line(home: Path, tmp_path: Path, monke
     done = _cli(home, "executions", "list", CONFIG, "--env", "dev")
     assert done.returncode == 1 and "no AWS credentials found" in done.stderr
     assert os.environ.get("AWS_ACCESS_KEY_ID") is None
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("AccessDeniedException", "access denied — User is not authorized; the caller's IAM policy must allow "
+                              "StartPipelineExecution"),
+    ("ThrottlingException", "AWS kept throttling StartPipelineExecution after retries; try again in a minute"),
+    ("ValidationException", "ValidationException: User is not authorized"),
+])
+def test_aws_errors_become_one_line_that_names_the_fix(code: str, expected: str) -> None:
+    from botocore.exceptions import ClientError
+
+    from pipelines.sagemaker.aws import AwsError, explained
+
+    with pytest.raises(AwsError) as caught:
+        with explained("starting pipeline p"):
+            raise ClientError({"Error": {"Code": code, "Message": "User is not authorized"}}, "StartPipelineExecution")
+    assert str(caught.value) == f"starting pipeline p: {expected}"
