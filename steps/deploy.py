@@ -66,6 +66,14 @@ class EndpointSettings(Strict):
         return self
 
 
+class LocalServing(Strict):
+    """Whether deploying here also starts `sagepipe serve` for the endpoint (a background process)."""
+
+    serve: bool = False
+    port: int = Field(8080, ge=1024, le=65535)
+    workers: int = Field(2, ge=1, le=64)
+
+
 class DeployStep(StepSpec):
     """Deploys the newest Approved version; a Pending one waits for a person's approval."""
 
@@ -75,6 +83,7 @@ class DeployStep(StepSpec):
     enabled: bool = True
     resources: Resources | None = None
     endpoint: EndpointSettings = EndpointSettings()
+    local: LocalServing = LocalServing()
     sagemaker: dict[str, Any] = {}
 
     def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
@@ -92,10 +101,13 @@ class DeployStep(StepSpec):
 
     def deploy_version(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
         """Point the local endpoint at one registered version (a running `sagepipe serve` follows)."""
-        from pipelines.serving.serve import endpoint_record, write_record
+        from pipelines.serving.serve import endpoint_record, ensure_server, write_record
 
-        write_record(state_root, endpoint_record(package, registry, self.endpoint_name, trigger))
-        return f"endpoint {self.endpoint_name} now serves {self.model_group} version {package['version']}"
+        record = write_record(state_root, endpoint_record(package, registry, self.endpoint_name, trigger))
+        done = f"endpoint {self.endpoint_name} now serves {self.model_group} version {package['version']}"
+        if self.local.serve:
+            done += f" ({ensure_server(record, self.local.port, self.local.workers)})"
+        return done
 
     def compile_sagemaker(self, cc: Any) -> Any:
         """Nothing in the training pipeline: on AWS an approval deploys (EventBridge -> deploy pipeline).

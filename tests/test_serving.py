@@ -202,3 +202,42 @@ def test_batch_transform_keeps_row_count_and_order(suffix: str, models: dict, tm
     failed = run_cli("transform", "fraud-detection@1", str(missing), str(tmp_path / f"x{suffix}"), home=models["home"])
     assert failed.returncode == 2 and "missing column incident_hour" in failed.stderr
     assert not (tmp_path / f"x{suffix}").exists() and not list(tmp_path.glob(".x*"))
+
+
+def test_a_deploy_step_with_local_serve_starts_the_endpoint_once(models: dict) -> None:
+    from pipelines.mlflow_registry import MlflowRegistry
+    from steps.deploy import DeployStep
+
+    home, port = models["home"], free_port()
+    registry = MlflowRegistry(f"sqlite:///{home}/mlflow.db", home / "models")
+    step = DeployStep(name="deploy", model_group="fraud-detection", endpoint_name="local-serve-test",
+                      local={"serve": True, "port": port, "workers": 1})
+    first = step.deploy_version(registry.show("fraud-detection", 1), registry, home, "test")
+    pid = json.loads((home / "endpoints" / "local-serve-test.server.json").read_text())["pid"]
+    try:
+        assert f"started its server, pid {pid}, on http://127.0.0.1:{port}" in first
+        _ready(port)
+        assert _version(port) == "1"
+        again = step.deploy_version(registry.show("fraud-detection", 2), registry, home, "test")
+        assert f"its server, pid {pid}, on port {port} switches to it" in again
+        deadline = time.time() + 30
+        while _version(port) != "2":
+            assert time.time() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(pid, signal.SIGTERM)
+
+
+def _ready(port: int, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while _version(port) is None:
+        assert time.time() < deadline, f"nothing served on port {port}"
+        time.sleep(0.3)
+
+
+def _version(port: int) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+            return response.headers["X-Model-Version"]
+    except OSError:
+        return None

@@ -75,6 +75,26 @@ def resolve(target: str, registry: Any, state_root: Path) -> Path:
     return write_record(state_root, record)
 
 
+def ensure_server(record_path: Path, port: int, workers: int) -> str:
+    """Start `sagepipe serve` for an endpoint in the background unless it already runs; says which."""
+    import json
+    import subprocess
+
+    pid_file = record_path.with_suffix(".server.json")
+    try:
+        running = json.loads(pid_file.read_text())
+        os.kill(int(running["pid"]), 0)
+        return f"its server, pid {running['pid']}, on port {running['port']} switches to it"
+    except (OSError, ValueError, KeyError):
+        pass
+    log = open(record_path.with_suffix(".server.log"), "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", record_path.stem, "--port", str(port),
+                             "--workers", str(workers)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, "SAGEPIPE_HOME": str(record_path.parents[1])})
+    atomic_write_json(pid_file, {"pid": proc.pid, "port": port})
+    return f"started its server, pid {proc.pid}, on http://127.0.0.1:{port}; log {log.name}"
+
+
 def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.1") -> int:
     """Replace this process with gunicorn (so SIGTERM reaches it and shutdown is graceful)."""
     print(f"serving {record_path.stem} on http://{host}:{port} with {workers} workers "
