@@ -12,12 +12,9 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from common import write
@@ -25,27 +22,7 @@ from loadgen import run_load
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "model_code"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.args}")
-        time.sleep(0.5)
-    raise SystemExit(f"not ready: {url}")
+from pipelines.netutil import free_port, wait_for_http  # noqa: E402
 
 
 def prepare(home: Path) -> dict:
@@ -96,8 +73,8 @@ def main() -> None:
                               cwd=home, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results: dict = {"seconds_per_level": args.seconds}
     try:
-        wait_ready(f"http://127.0.0.1:{ours_port}/ping", ours)
-        wait_ready(f"http://127.0.0.1:{mlflow_port}/ping", theirs)
+        wait_for_http(f"http://127.0.0.1:{ours_port}/ping", ours)
+        wait_for_http(f"http://127.0.0.1:{mlflow_port}/ping", theirs)
         servers = {
             "sagepipe": (ours_port, "/invocations", lambda rows: rows),
             "mlflow": (mlflow_port, "/invocations", lambda rows: {"dataframe_records": rows}),

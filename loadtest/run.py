@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from pipelines.netutil import free_port, wait_for_http  # noqa: E402
 
 
 def main() -> int:
@@ -34,18 +33,11 @@ def main() -> int:
                    stdout=subprocess.DEVNULL)
     subprocess.run([*cli, "models", "approve", "fraud-detection", "1", "--note", "load test"], cwd=REPO, env=env,
                    check=True, stdout=subprocess.DEVNULL)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([*cli, "serve", "fraud-detection@1", "--port", str(port), "--workers",
                                str(args.workers)], cwd=REPO, env=env)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         return subprocess.call([sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"),
                                 "--headless", "--host", f"http://127.0.0.1:{port}", "--users", str(args.users),
                                 "--spawn-rate", str(args.users), "--run-time", f"{args.seconds}s", "--only-summary"],

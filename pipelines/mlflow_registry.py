@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelines.errors import did_you_mean
 from pipelines.registry import RegistryError, check_transition, history_entry
-from pipelines.tracking import HTTP_DEFAULTS, artifact_root, quiet_mlflow, unreachable
+from pipelines.tracking import artifact_root, mlflow_client
 
 STATUS_TAG = "sagepipe.approval_status"
 METRICS_TAG = "sagepipe.metrics"
@@ -37,18 +37,10 @@ class MlflowRegistry:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import os
-
-            for key, value in HTTP_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-            why = unreachable(self.uri)
-            if why:
-                raise RegistryError(f"the model registry at {self.uri} is unreachable: {why}")
-            from mlflow.tracking import MlflowClient
-
-            quiet_mlflow()  # after the import: mlflow sets its own log level when imported
-
-            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+            try:
+                self._client = mlflow_client(self.uri)
+            except ConnectionError as exc:
+                raise RegistryError(f"the model registry at {self.uri} is unreachable: {exc}") from None
         return self._client
 
     # --- reading ---------------------------------------------------------------------------------

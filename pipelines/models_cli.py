@@ -12,13 +12,19 @@ from typing import Any
 from pipelines.registry import RegistryError
 
 
-def open_for_env(env: str, state_root: Path) -> Any:
-    """The registry of an environment (configs/env/ENV.yaml under the repository root)."""
+def env_settings(env: str) -> tuple[Any, Path]:
+    """(settings of configs/env/ENV.yaml, repository root), for commands that take no pipeline file."""
     from pipelines.loader import find_repo_root, load_env_settings
-    from pipelines.registry import open_registry
 
     repo_root = find_repo_root(Path.cwd() / "sagepipe.yaml")
-    settings = load_env_settings(env, repo_root / "configs" / "env")
+    return load_env_settings(env, repo_root / "configs" / "env"), repo_root
+
+
+def open_for_env(env: str, state_root: Path) -> Any:
+    """The registry of an environment (configs/env/ENV.yaml under the repository root)."""
+    from pipelines.registry import open_registry
+
+    settings, repo_root = env_settings(env)
     return open_registry(settings, state_root, repo_root)
 
 
@@ -95,11 +101,9 @@ def models_decide(registry: Any, state_root: Path, group: str, version: int, sta
 
 def ui(env: str, state_root: Path, port: int) -> int:
     """Run a real `mlflow server` on 127.0.0.1 over the local tracking store (Ctrl-C stops it)."""
-    from pipelines.loader import find_repo_root, load_env_settings
     from pipelines.tracking import artifact_root, resolve_tracking_uri
 
-    repo_root = find_repo_root(Path.cwd() / "sagepipe.yaml")
-    settings = load_env_settings(env, repo_root / "configs" / "env")
+    settings, repo_root = env_settings(env)
     uri = resolve_tracking_uri(settings.tracking_uri, state_root, repo_root)
     if uri is None or not uri.startswith("sqlite:"):
         raise RegistryError(f"env '{env}' tracks to {uri or 'nowhere'}; `sagepipe ui` serves a local SQLite "

@@ -7,16 +7,15 @@ warning and the run goes on untracked. `mlflow` is imported only when a run is t
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 from pipelines.fsutil import hash_json, hash_path
+from pipelines.netutil import unreachable
 
 # MLflow's HTTP client retries for minutes by default; a pipeline should not hang on a dead server.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
@@ -49,25 +48,22 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def unreachable(uri: str, timeout: float = 2.0) -> str | None:
-    """Why an http(s) tracking server cannot be reached, or None when it accepts connections."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return None
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
-            return None
-    except OSError as exc:
-        return f"cannot connect to {parsed.hostname}:{port} ({exc.strerror or exc})"
+def mlflow_client(uri: str) -> Any:
+    """An MlflowClient for uri (tracking and registry), quiet and with bounded HTTP retries.
 
-
-def quiet_mlflow() -> None:
-    """Keep MLflow's INFO lines (store creation, migrations) out of a user's terminal."""
+    Raises ConnectionError naming the reason when an http(s) server does not accept connections."""
     import logging
 
-    for name in ("mlflow", "alembic"):
+    for key, value in HTTP_DEFAULTS.items():  # MLflow reads these when it builds its HTTP session
+        os.environ.setdefault(key, value)
+    why = unreachable(uri)
+    if why:
+        raise ConnectionError(why)
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own log level when imported
         logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def git_commit(repo_root: Path) -> str | None:
@@ -138,8 +134,6 @@ class MlflowTracker(NullTracker):
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
         self.step_runs: dict[str, str] = {}
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
 
     # --- hooks (each safe: the first error disables tracking with one warning) ----------------
     def pipeline_started(self, state: Any) -> None:
@@ -170,14 +164,7 @@ class MlflowTracker(NullTracker):
     # --- the work ------------------------------------------------------------------------------
     def _connect(self) -> Any:
         if self._client is None:
-            why = unreachable(self.uri)
-            if why:
-                raise ConnectionError(why)
-            from mlflow.tracking import MlflowClient
-
-            quiet_mlflow()  # after the import: mlflow sets its own log level when imported
-
-            client = MlflowClient(tracking_uri=self.uri)
+            client = mlflow_client(self.uri)
             self.experiment_id = _experiment_id(client, self.experiment, artifact_root(self.uri))
             self._client = client
         return self._client

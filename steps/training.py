@@ -13,6 +13,7 @@ from pydantic import Field
 
 from pipelines.errors import StepFailed
 from pipelines.local.context import LocalResult, StepContext
+from pipelines.netutil import free_port
 from pipelines.spec import Strict
 from steps.base import ScriptStep, link_input
 
@@ -108,7 +109,7 @@ class TrainingStep(ScriptStep):
         resources = self.resources or ctx.pipeline.defaults.resources
         processes = self.distribution.processes_per_host * resources.instance_count
         return ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
-                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
 
     def _distributed(self) -> dict[str, str]:
         """torchrun on every host (the PyTorch container's torch_distributed launcher)."""
@@ -139,14 +140,6 @@ def _hp_text(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _gpu_count() -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from pipelines.netutil import free_port  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "insurance-claims"
@@ -28,30 +31,32 @@ def run_cli(*args: str, home: Path, cwd: Path = REPO, timeout: float = 600) -> s
                           capture_output=True, text=True, timeout=timeout)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    """Poll url until it answers 200; fail the test with the process's output if it dies or times out."""
-    import time
-    import urllib.request
+    """netutil.wait_for_http, failing the test with the tail of the process's output."""
+    from pipelines.netutil import wait_for_http as wait
 
-    deadline = time.time() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            output = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"{url} never answered 200:\n{str(output)[-3000:]}")
-        time.sleep(0.3)
+    try:
+        wait(url, proc, seconds)
+    except RuntimeError as exc:
+        proc.kill()
+        output = proc.stdout.read() if proc.stdout else ""
+        pytest.fail(f"{exc}\n{str(output)[-3000:]}")
+
+
+def make_project(folder: Path, name: str, pipeline: str, envs: dict[str, str], scripts: tuple[str, ...],
+                 files: dict[str, str] | None = None) -> Path:
+    """A small repository: configs/<name>.yaml, configs/env/<env>.yaml, and fixture scripts in scripts/.
+
+    Returns the pipeline file; `files` are extra files (relative path: text)."""
+    (folder / "scripts").mkdir(parents=True)
+    (folder / "configs" / "env").mkdir(parents=True)
+    (folder / "pyproject.toml").touch()
+    for script in scripts:
+        shutil.copy(REPO / "tests" / "fixtures" / "scripts" / script, folder / "scripts" / script)
+    for relative, text in (files or {}).items():
+        (folder / relative).write_text(text)
+    for env, text in envs.items():
+        (folder / "configs" / "env" / f"{env}.yaml").write_text(text)
+    config = folder / "configs" / f"{name}.yaml"
+    config.write_text(pipeline)
+    return config

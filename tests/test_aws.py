@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, free_port, run_cli
 
 CONFIG = "configs/fraud-detection.yaml"
 REGION, BUCKET = "us-east-1", "sagepipe-dev-artifacts"  # configs/env/dev.yaml
@@ -20,9 +20,7 @@ REGION, BUCKET = "us-east-1", "sagepipe-dev-artifacts"  # configs/env/dev.yaml
 
 @pytest.fixture(scope="module")
 def moto_server(tmp_path_factory: pytest.TempPathFactory):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from pipelines.loader import load_pipeline
 from pipelines.sagemaker.compiler import compile_pipeline
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, make_project, run_cli
 
 SCHEMA = REPO.parent / "shared" / "reference" / "sagemaker-pipeline-definition.schema.json"
 GOLDEN = REPO / "tests" / "golden"
@@ -81,15 +80,8 @@ steps:
 
 
 def _project(folder: Path, pipeline: str = EVERY_STEP, dev: str = DEV) -> Path:
-    (folder / "scripts").mkdir(parents=True)
-    (folder / "configs" / "env").mkdir(parents=True)
-    (folder / "pyproject.toml").touch()
-    (folder / "settings.yaml").write_text("threshold: 0.5\n")
-    for name in ("emit.py", "score.py", "train.py"):
-        shutil.copy(REPO / "tests" / "fixtures" / "scripts" / name, folder / "scripts" / name)
-    (folder / "configs" / "every-step.yaml").write_text(pipeline)
-    (folder / "configs" / "env" / "dev.yaml").write_text(dev)
-    return folder / "configs" / "every-step.yaml"
+    return make_project(folder, "every-step", pipeline, {"dev": dev}, ("emit.py", "score.py", "train.py"),
+                        {"settings.yaml": "threshold: 0.5\n"})
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,8 @@ import pytest
 
 from pipelines.approvals import DEPLOY_ON_APPROVAL, matches, state_change_event
 from pipelines.mlflow_registry import MlflowRegistry
-from tests.conftest import REPO, free_port, run_cli, wait_for_http
+from tests.conftest import REPO, free_port, make_project, run_cli, wait_for_http
 
-SCRIPTS = REPO / "tests" / "fixtures" / "scripts"
 TRACKED = """
 name: tracked
 parameters:
@@ -52,16 +51,11 @@ steps:
 """
 
 
-def make_project(folder: Path, tracking_uri: str, pipeline: str = TRACKED) -> Path:
+def tracked_project(folder: Path, tracking_uri: str, pipeline: str = TRACKED) -> Path:
     """A small git repository with a tracked pipeline, its scripts and a local env overlay."""
-    (folder / "scripts").mkdir(parents=True)
-    (folder / "configs" / "env").mkdir(parents=True)
-    (folder / "pyproject.toml").touch()
-    for name in ("emit.py", "score.py", "tracked_train.py"):
-        shutil.copy(SCRIPTS / name, folder / "scripts" / name)
+    make_project(folder, "tracked", pipeline, {"local": f"tracking_uri: {tracking_uri}\n"},
+                 ("emit.py", "score.py", "tracked_train.py"))
     shutil.copy(REPO / "model_code" / "tracking.py", folder / "scripts" / "tracking.py")
-    (folder / "configs" / "tracked.yaml").write_text(pipeline)
-    (folder / "configs" / "env" / "local.yaml").write_text(f"tracking_uri: {tracking_uri}\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
     subprocess.run(["git", "add", "."], cwd=folder, check=True)
@@ -97,8 +91,8 @@ def project(request: pytest.FixtureRequest, tmp_path: Path, home: Path) -> tuple
     """(project folder, the tracking URI a client reads it back with), for each backend."""
     if request.param == "server":
         uri = request.getfixturevalue("mlflow_server")
-        return make_project(tmp_path / "project", uri), uri
-    return make_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db"), f"sqlite:///{home}/mlflow.db"
+        return tracked_project(tmp_path / "project", uri), uri
+    return tracked_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db"), f"sqlite:///{home}/mlflow.db"
 
 
 def _client(uri: str):
@@ -207,7 +201,7 @@ def test_register_pending_then_approval_deploys_and_rejection_does_not(project: 
 def test_unreachable_tracking_server_warns_once_and_the_run_succeeds(tmp_path: Path, home: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     untracked_tail = TRACKED.split("  - name: gate")[0]  # no registration: that needs a reachable registry
-    folder = make_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db", untracked_tail)
+    folder = tracked_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db", untracked_tail)
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)  # the variable wins over the env file
     started = time.time()
