@@ -140,9 +140,7 @@ class ConditionStep(StepSpec):
         import json
         from pathlib import Path
 
-        from sagemaker.core.processing import Processor
         from sagemaker.core.shapes import ProcessingInput, ProcessingS3Input
-        from sagemaker.mlops.workflow import ProcessingStep as SdkProcessingStep
 
         from pipelines.refs import MetricRef, OutputRef, ParamRef
         from pipelines.sagemaker import gate
@@ -156,20 +154,13 @@ class ConditionStep(StepSpec):
         inputs = [ProcessingInput(input_name=step, s3_input=ProcessingS3Input(
             s3_uri=cc.value(OutputRef(step, cc.spec.step(step).report.output)), s3_data_type="S3Prefix",
             local_path=f"/opt/ml/processing/input/{step}", s3_input_mode="File")) for step in reported]
-        inputs.append(ProcessingInput(input_name="code", s3_input=ProcessingS3Input(
-            s3_uri=cc.stage(Path(gate.__file__)), local_path="/opt/ml/processing/input/code",
-            s3_data_type="S3Prefix", s3_input_mode="File")))
         arguments = ["--condition", json.dumps(_expr_json(self.condition), sort_keys=True),
                      "--message", cc.plain_text(fails[0].message) if fails else "the condition does not hold"]
         for name in sorted({r.name for r in refs if isinstance(r, ParamRef)}):
             arguments += ["--param", name, cc.parameters[name]]
         for step in reported:
             arguments += ["--report", step, cc.spec.step(step).report.path]
-        processor = Processor(role=cc.role, image_uri=cc.image(self), instance_count=1, instance_type="ml.t3.medium",
-                              entrypoint=["python3", "/opt/ml/processing/input/code/gate.py"], base_job_name=self.name,
-                              sagemaker_session=cc.session, network_config=cc.network_config())
-        gate_step = SdkProcessingStep(name=self.name, step_args=processor.run(inputs=inputs, arguments=arguments),
-                                      description=self.description or None, depends_on=cc.depends_on(self))
+        gate_step = cc.script_job(self, Path(gate.__file__), arguments, inputs)
         cc.held.update(self.if_false)
         for target in self.if_true:
             cc.steps[target].add_depends_on([gate_step])

@@ -110,9 +110,21 @@ class DeployStep(StepSpec):
         return done
 
     def compile_sagemaker(self, cc: Any) -> Any:
-        """Nothing in the training pipeline: on AWS an approval deploys (EventBridge -> deploy pipeline).
+        """When enabled, a job that deploys the newest Approved version, as here (pipelines/sagemaker/deploy_job.py).
 
-        The published definition schema cannot express deploying the model a run just trained (a
-        CreateModel step takes only a literal ModelDataUrl), so cloud deployment is the approval flow.
+        Staging and prod set enabled: false: there an approval deploys (EventBridge -> deploy pipeline).
         """
-        return None
+        if not self.enabled:
+            return None
+        import json
+
+        from pipelines.sagemaker import deploy_job
+        from pipelines.sagemaker.endpoint_params import endpoint_request
+
+        request = endpoint_request(cc.spec, self)
+        tags = {str(k): str(v) for k, v in (cc.spec.settings.sagemaker.get("tags") or {}).items()}
+        arguments = ["--model-group", self.model_group, "--endpoint-name", self.endpoint_name, "--role", cc.role,
+                     "--region", cc.region, "--tags", json.dumps(tags, sort_keys=True)]
+        for name, part in request.items():
+            arguments += [f"--{name.replace('_', '-')}", json.dumps(part, sort_keys=True)]
+        return cc.script_job(self, Path(deploy_job.__file__), arguments)

@@ -162,7 +162,21 @@ def test_conditions_register_fail_and_deploy(every_step: dict) -> None:
     assert args["ModelMetrics"]["ModelQuality"]["Statistics"] == {
         "ContentType": "application/json",
         "S3Uri": "s3://every-step-bucket/every-step/outputs/evaluate/evaluation/evaluation.json"}
-    assert "too-low" not in steps and "deploy" not in steps  # folded into the gate; deployment is by approval
+    assert "too-low" not in steps  # folded into the gate
+    deploy = steps["deploy"]  # a job that deploys the newest Approved version (pipelines/sagemaker/deploy_job.py)
+    assert deploy["Type"] == "Processing" and deploy["DependsOn"] == ["register"]
+    app = deploy["Arguments"]["AppSpecification"]
+    assert app["ContainerEntrypoint"] == ["python3", "/opt/ml/processing/input/code/deploy_job.py"]
+    argv = dict(zip(app["ContainerArguments"][::2], app["ContainerArguments"][1::2]))
+    assert (argv["--model-group"], argv["--endpoint-name"], argv["--region"]) == ("every-step-models", "every-dev",
+                                                                                   "eu-west-1")
+    assert json.loads(argv["--variant"]) == {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1,
+                                             "InitialVariantWeight": 1}
+    assert json.loads(argv["--config-extra"]) == {"KmsKeyId": "arn:aws:kms:eu-west-1:111122223333:key/abc"}
+    assert json.loads(argv["--deployment"])["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]["CanarySize"] \
+        == {"Type": "CAPACITY_PERCENT", "Value": 10}
+    prod = json.loads((GOLDEN / "fraud-detection.prod.json").read_text())
+    assert "deploy" not in {s["Name"] for s in prod["Steps"]}  # enabled: false there; an approval deploys
     assert every_step["compiled"].definition["MlflowConfig"] == {
         "MlflowResourceArn": "arn:aws:sagemaker:eu-west-1:111122223333:mlflow-tracking-server/team",
         "MlflowExperimentName": "every-step"}

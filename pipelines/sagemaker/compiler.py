@@ -154,6 +154,22 @@ class CompileContext:
                              f"{self.resources(step).instance_type} in {self.region} ({exc}); set image: or "
                              "sagemaker.framework_image") from None
 
+    def script_job(self, step: Any, script: Path, arguments: list[Any], inputs: list[Any] | None = None) -> Any:
+        """A small processing job running one of our standard-library scripts (the gate, the deploy job)."""
+        from sagemaker.core.processing import Processor
+        from sagemaker.core.shapes import ProcessingInput, ProcessingS3Input
+        from sagemaker.mlops.workflow import ProcessingStep as SdkProcessingStep
+
+        code = ProcessingInput(input_name="code", s3_input=ProcessingS3Input(
+            s3_uri=self.stage(script), local_path=CODE_ROOT, s3_data_type="S3Prefix", s3_input_mode="File"))
+        processor = Processor(role=self.role, image_uri=self.image(step), instance_count=1, instance_type="ml.t3.medium",
+                              entrypoint=["python3", f"{CODE_ROOT}/{script.name}"], base_job_name=step.name,
+                              sagemaker_session=self.session, network_config=self.network_config())
+        return SdkProcessingStep(name=step.name, step_args=processor.run(inputs=[*(inputs or []), code],
+                                                                         arguments=arguments),
+                                 description=step.description or None, depends_on=self.depends_on(step),
+                                 retry_policies=self.retry_policies(step) or None)
+
     def resources(self, step: Any) -> Any:
         return getattr(step, "resources", None) or self.spec.defaults.resources
 

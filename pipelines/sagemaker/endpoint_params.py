@@ -37,7 +37,6 @@ def endpoint_parameters(spec: Any, model_package_arn: str, step_name: str | None
                                    f"'{resources.instance_type}' is not a SageMaker instance type"
                                    f"{did_you_mean(resources.instance_type, INSTANCE_TYPES)}")])
     cloud, endpoint = spec.settings.sagemaker, step.endpoint
-    base = f"s3://{cloud['bucket']}/{spec.name}"
     params = {
         "EndpointName": f"{step.endpoint_name}", "ModelPackageArn": model_package_arn,
         "ExecutionRoleArn": cloud["role"], "Mode": {"realtime": "RealTime", "serverless": "Serverless",
@@ -47,17 +46,61 @@ def endpoint_parameters(spec: Any, model_package_arn: str, step_name: str | None
         "TargetInvocationsPerInstance": endpoint.autoscaling.target_invocations_per_instance,
         "ServerlessMemoryMB": endpoint.serverless.memory_mb,
         "ServerlessMaxConcurrency": endpoint.serverless.max_concurrency,
-        "AsyncOutputPath": endpoint.asynchronous.output_path or f"{base}/async-output/",
+        "AsyncOutputPath": _async_output(spec, endpoint),
         "AsyncMaxConcurrentInvocationsPerInstance": endpoint.asynchronous.max_concurrent_invocations_per_instance,
         "DataCaptureEnabled": str(endpoint.data_capture.enabled).lower(),
         "DataCapturePercent": endpoint.data_capture.sampling_percent,
-        "DataCaptureDestination": endpoint.data_capture.destination or f"{base}/data-capture/",
+        "DataCaptureDestination": _capture_destination(spec, endpoint),
         "CanaryPercent": endpoint.blue_green.canary_percent, "CanaryWaitSeconds": endpoint.blue_green.wait_s,
         "TerminationWaitSeconds": endpoint.blue_green.termination_wait_s,
         "RollbackAlarmName": endpoint.blue_green.rollback_alarm or "", "KmsKeyId": cloud.get("kms_key") or "",
     }
     tags = {str(k): str(v) for k, v in (cloud.get("tags") or {}).items()}
     return {"Parameters": {k: str(v) for k, v in params.items()}, "Tags": tags}
+
+
+def endpoint_request(spec: Any, step: Any) -> dict[str, dict[str, Any]]:
+    """The deploy job's request parts: production variant, endpoint-config extras, update DeploymentConfig.
+
+    The same settings as infra/endpoint.yaml takes, less autoscaling (a stack concern: staging and prod).
+    """
+    endpoint, resources = step.endpoint, step.resources or spec.defaults.resources
+    kms = spec.settings.sagemaker.get("kms_key")
+    if endpoint.mode == "serverless":
+        variant = {"ServerlessConfig": {"MemorySizeInMB": endpoint.serverless.memory_mb,
+                                        "MaxConcurrency": endpoint.serverless.max_concurrency}}
+    else:
+        variant = {"InstanceType": resources.instance_type, "InitialInstanceCount": resources.instance_count,
+                   "InitialVariantWeight": 1}
+    extra: dict[str, Any] = {"KmsKeyId": kms} if kms and endpoint.mode != "serverless" else {}
+    if endpoint.mode == "async":
+        extra["AsyncInferenceConfig"] = {
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance":
+                             endpoint.asynchronous.max_concurrent_invocations_per_instance},
+            "OutputConfig": {"S3OutputPath": _async_output(spec, endpoint), **({"KmsKeyId": kms} if kms else {})}}
+    if endpoint.data_capture.enabled:
+        extra["DataCaptureConfig"] = {
+            "EnableCapture": True, "InitialSamplingPercentage": endpoint.data_capture.sampling_percent,
+            "DestinationS3Uri": _capture_destination(spec, endpoint),
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
+    deployment: dict[str, Any] = {}
+    if endpoint.mode == "realtime":
+        green = endpoint.blue_green
+        deployment = {"BlueGreenUpdatePolicy": {
+            "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": green.wait_s,
+                                            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": green.canary_percent}},
+            "TerminationWaitInSeconds": green.termination_wait_s}}
+        if green.rollback_alarm:
+            deployment["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": green.rollback_alarm}]}
+    return {"variant": variant, "config_extra": extra, "deployment": deployment}
+
+
+def _async_output(spec: Any, endpoint: Any) -> str:
+    return endpoint.asynchronous.output_path or f"s3://{spec.settings.sagemaker['bucket']}/{spec.name}/async-output/"
+
+
+def _capture_destination(spec: Any, endpoint: Any) -> str:
+    return endpoint.data_capture.destination or f"s3://{spec.settings.sagemaker['bucket']}/{spec.name}/data-capture/"
 
 
 def latest_approved_arn(spec: Any, step: Any) -> str:
