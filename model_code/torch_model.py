@@ -68,5 +68,6 @@ def load(folder: Path) -> tuple[TabularMLP, dict[str, Any]]:
 
 def predict(model: nn.Module, config: dict[str, Any], matrix: np.ndarray) -> np.ndarray:
     numeric, categorical = split_inputs(matrix, config)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return torch.sigmoid(model(numeric, categorical)).numpy().astype(np.float64)
+        return torch.sigmoid(model(numeric.to(device), categorical.to(device))).cpu().numpy().astype(np.float64)

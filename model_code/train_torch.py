@@ -32,12 +32,15 @@ def _read(channel: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], ignore_index=True)
 
 
-def _setup() -> tuple[int, int]:
-    """(rank, world size); joins the process group torchrun describes (gloo on CPU, nccl on GPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _setup() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the process group torchrun describes (gloo on CPU, nccl on GPUs)."""
+    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world > 1:
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return int(os.environ.get("RANK", "0")), world, device
 
 
 def _checkpoint_path() -> Path:
@@ -61,10 +64,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--epoch_sleep_s", type=float, default=0.0, help="testing aid: pause after each epoch")
     args, _ = parser.parse_known_args()
-    rank, world = _setup()
+    rank, world, device = _setup()
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     transform = features.load(Path(os.environ["SM_CHANNEL_TRANSFORM"]))
     train, validation = _read("train"), _read("validation")
     x_train, x_val = features.apply(transform, train).to_numpy(), features.apply(transform, validation).to_numpy()
@@ -74,10 +77,12 @@ def main() -> None:
     config = {"numeric_count": numeric_count, "cardinalities": [len(v) for v in transform["categorical"].values()],
               "embedding_dim": args.embedding_dim, "hidden": [int(h) for h in args.hidden.split(",")],
               "mean": np.nanmean(stats, axis=0).tolist(), "std": (np.nanstd(stats, axis=0) + 1e-6).tolist()}
-    model = torch_model.build(config)
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    model = torch_model.build(config).to(device)
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     positives = max(float(y_train.sum()), 1.0)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(((len(y_train) - positives) / positives) ** 0.5))
+    loss_fn = torch.nn.BCEWithLogitsLoss(
+        pos_weight=torch.tensor(((len(y_train) - positives) / positives) ** 0.5, device=device))
     optimizer = torch.optim.AdamW(ddp.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     numeric, categorical = torch_model.split_inputs(x_train, config)
     dataset = TensorDataset(numeric, categorical, torch.from_numpy(y_train))
@@ -98,6 +103,7 @@ def main() -> None:
         sampler.set_epoch(epoch)
         ddp.train()
         for batch_numeric, batch_categorical, target in loader:
+            batch_numeric, batch_categorical, target = (t.to(device) for t in (batch_numeric, batch_categorical, target))
             optimizer.zero_grad()
             loss = loss_fn(ddp(batch_numeric, batch_categorical), target)
             loss.backward()
@@ -109,7 +115,7 @@ def main() -> None:
             history.append({"epoch": epoch, "loss": float(loss.detach()), "validation_auc": val_auc})
             if val_auc > best["auc"]:  # keep the best epoch's weights, as early stopping would
                 best = {"auc": val_auc, "epoch": epoch,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             print(f"epoch {epoch}/{args.epochs}: loss {float(loss.detach()):.4f}, validation auc {val_auc:.4f}",
                   flush=True)
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -122,10 +128,11 @@ def main() -> None:
             dist.barrier()
         time.sleep(args.epoch_sleep_s)
     seconds = time.time() - started
-    throughput = torch.tensor([float(samples)])
+    throughput = torch.tensor([float(samples)], device=device)
     if world > 1:
         dist.all_reduce(throughput)
     if rank == 0:
+        model.cpu()
         if best["state"] is not None:
             model.load_state_dict(best["state"])
         _save(model, config, transform, args, history, world, float(throughput) / max(seconds, 1e-9),

@@ -88,8 +88,9 @@ class TrainingStep(ScriptStep):
                                        local_path="/opt/ml/checkpoints")
         # Script mode of the framework container (it installs requirements.txt from the archive): the
         # SDK's driver launch (ContainerEntrypoint) is newer than the published definition schema.
-        script_mode = {"sagemaker_program": code.name, "sagemaker_submit_directory": cc.code_archive(code.parent),
-                       "sagemaker_region": cc.region, **self._distributed()}
+        program, launcher, extra = self._program(code)
+        script_mode = {"sagemaker_program": program, "sagemaker_submit_directory": cc.code_archive(code.parent, extra),
+                       "sagemaker_region": cc.region, **launcher}
         trainer = ModelTrainer(
             training_image=cc.image(self), role=cc.role, base_job_name=self.name, sagemaker_session=cc.session,
             compute=compute, stopping_condition=stopping, checkpoint_config=checkpoints,
@@ -111,9 +112,20 @@ class TrainingStep(ScriptStep):
         return ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
                 "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
 
-    def _distributed(self) -> dict[str, str]:
-        """torchrun on every host (the PyTorch container's torch_distributed launcher)."""
-        return {"sagemaker_torch_distributed_enabled": "true"} if self.distribution else {}
+    def _program(self, code: Path) -> tuple[str, dict[str, str], dict[str, bytes] | None]:
+        """(script mode program, its hyperparameters, files to add to the archive): with a distribution,
+        our torchrun launcher (pipelines/sagemaker/torchrun_launcher.py) starts the script on every host."""
+        if self.distribution is None:
+            return code.name, {}, None
+        from pipelines.sagemaker import torchrun_launcher
+
+        launcher = Path(torchrun_launcher.__file__)
+        return (LAUNCHER, {"sagepipe_entry_point": code.name,
+                           "sagepipe_processes_per_host": str(self.distribution.processes_per_host)},
+                {LAUNCHER: launcher.read_bytes()})
+
+
+LAUNCHER = "sagepipe_torchrun.py"
 
 
 def training_env(channels: dict[str, Path], outputs: dict[str, Path], hps: dict[str, Any],

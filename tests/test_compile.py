@@ -122,8 +122,17 @@ def test_training_step_request(every_step: dict) -> None:
     args = step["Arguments"]
     hps = args["HyperParameters"]
     assert hps["epochs"] == {"Get": "Parameters.epochs"} and hps["lr"] == "0.1"
-    assert hps["sagemaker_program"] == "train.py" and hps["sagemaker_torch_distributed_enabled"] == "true"
+    # torchrun on every host through our launcher, packed into the code archive beside the script
+    assert hps["sagemaker_program"] == "sagepipe_torchrun.py"
+    assert (hps["sagepipe_entry_point"], hps["sagepipe_processes_per_host"]) == ("train.py", "1")
     assert hps["sagemaker_submit_directory"].endswith("/sourcedir.tar.gz")
+    import io
+    import tarfile
+
+    compiled = every_step["compiled"]
+    archive = compiled.artifacts[hps["sagemaker_submit_directory"].split(f"s3://{compiled.bucket}/", 1)[1]]
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        assert {"sagepipe_torchrun.py", "train.py"} <= set(tar.getnames())
     assert args["ResourceConfig"]["InstanceType"] == "ml.g5.xlarge" and args["ResourceConfig"]["InstanceCount"] == 2
     assert args["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 600
     assert args["EnableManagedSpotTraining"] is True

@@ -86,6 +86,47 @@ def test_two_processes_match_one_process_at_the_same_global_batch(torch_run: dic
     assert again["validation_auc"] == one["validation_auc"]  # seeded: the same run gives the same model
 
 
+def test_two_hosts_rendezvous_through_the_sagemaker_launcher(torch_run: dict, tmp_path: Path) -> None:
+    """What a 2-instance SageMaker job runs: the launcher on each host, torchrun with one node per host."""
+    channels, port = torch_run["channels"], free_port()
+    hosts = ["127.0.0.1", "algo-2"]  # the first host is the rendezvous address
+    procs = []
+    for host in hosts:
+        work = tmp_path / host
+        for folder in ("model", "output", "checkpoints"):
+            (work / folder).mkdir(parents=True)
+        env = {**os.environ, "SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": host,
+               "SM_CHANNEL_TRAIN": str(channels / "train"), "SM_CHANNEL_VALIDATION": str(channels / "validation"),
+               "SM_CHANNEL_TRANSFORM": str(channels / "transform"), "SM_MODEL_DIR": str(work / "model"),
+               "SM_OUTPUT_DATA_DIR": str(work / "output"), "SAGEPIPE_CHECKPOINT_DIR": str(work / "checkpoints")}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        procs.append(subprocess.Popen(
+            [sys.executable, str(REPO / "pipelines" / "sagemaker" / "torchrun_launcher.py"),
+             "--sagepipe_entry_point", str(REPO / "model_code" / "train_torch.py"), "--sagepipe_processes_per_host", "1",
+             "--sagepipe_master_port", str(port), "--epochs", "8", "--batch_size", "256"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "--nnodes 2 --node_rank 1 --nproc_per_node 1 --master_addr 127.0.0.1" in outputs[1]
+    metadata = json.loads((tmp_path / hosts[0] / "model" / "metadata.json").read_text())
+    assert metadata["processes"] == 2 and metadata["epochs_run"] == 8
+    assert not any((tmp_path / hosts[1] / "model").iterdir())  # only the first host's rank 0 saves
+    single, _ = _train(channels, tmp_path / "single-host", 2, "--epochs", "8", "--batch_size", "256")
+    assert abs(metadata["validation_auc"] - single["validation_auc"]) <= 0.01
+
+
+def test_the_launcher_rejects_a_host_outside_the_cluster() -> None:
+    from pipelines.sagemaker.torchrun_launcher import torchrun_command
+
+    command = torchrun_command(["--sagepipe_entry_point", "train.py", "--epochs", "3"],
+                               {"SM_HOSTS": '["algo-1", "algo-2", "algo-3"]', "SM_CURRENT_HOST": "algo-3",
+                                "SM_NUM_GPUS": "4"})
+    assert command[command.index("--node_rank") + 1] == "2" and command[command.index("--nproc_per_node") + 1] == "4"
+    assert command[-3:] == [command[-3], "--epochs", "3"] and command[-3].endswith("train.py")
+    with pytest.raises(SystemExit, match="'algo-9' is not in SM_HOSTS"):
+        torchrun_command(["--sagepipe_entry_point", "train.py"], {"SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-9"})
+
+
 def test_a_killed_job_resumes_from_its_checkpoint_and_runs_the_same_epochs(torch_run: dict, tmp_path: Path) -> None:
     work = tmp_path / "job"
     proc = _train(torch_run["channels"], work, 2, "--epochs", "6", "--epoch_sleep_s", "1.5", wait=False)

@@ -64,14 +64,16 @@ def content_address(definition: Any, objects: dict[str, bytes], bucket: str,
     return walk(definition), artifacts
 
 
-def reproducible_targz(folder: Path) -> bytes:
-    """A tar.gz of a folder that depends only on file names and contents (no times, owners, modes)."""
+def reproducible_targz(folder: Path, extra: dict[str, bytes] | None = None) -> bytes:
+    """A tar.gz of a folder (plus `extra` files) that depends only on file names and contents."""
+    members = {str(path.relative_to(folder)): path.read_bytes()
+               for path in folder.rglob("*") if path.is_file() and not _is_noise(str(path))}
+    members.update(extra or {})
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
         with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _is_noise(str(p))):
-                data = path.read_bytes()
-                info = tarfile.TarInfo(str(path.relative_to(folder)))
-                info.size, info.mode, info.mtime = len(data), 0o644, 0
-                tar.addfile(info, io.BytesIO(data))
+            for name in sorted(members):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(members[name]), 0o644, 0
+                tar.addfile(info, io.BytesIO(members[name]))
     return buffer.getvalue()

@@ -108,12 +108,12 @@ class CompileContext:
                 shown.append(str(part))
         return "".join(shown)
 
-    def code_archive(self, folder: Path) -> str:
-        """The code folder as a reproducible sourcedir.tar.gz for script mode; returns its S3 URI."""
+    def code_archive(self, folder: Path, extra: dict[str, bytes] | None = None) -> str:
+        """The code folder (plus `extra` files) as a reproducible sourcedir.tar.gz for script mode; its S3 URI."""
         from pipelines.sagemaker.artifacts import reproducible_targz
 
         key = f"staging/archives/{len(self.staged)}/sourcedir.tar.gz"
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=reproducible_targz(folder))
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=reproducible_targz(folder, extra))
         self.staged[f"archive:{folder}"] = key
         return f"s3://{self.bucket}/{key}"
 
