@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -139,7 +140,12 @@ def main() -> None:
               x_val, len(train), best["epoch"])
     if world > 1:
         dist.barrier()  # leave together: a rank that tears down while rank 0 still saves aborts in gloo
+        del ddp, loader  # DDP's reducer holds gloo work; release it before the group goes
         dist.destroy_process_group()
+        if rank != 0:  # nothing left to do here; skip interpreter teardown, where gloo's threads can abort
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def _save(model, config, transform, args, history, world, samples_per_s, x_val, train_rows, best_epoch) -> None:

@@ -33,6 +33,12 @@ class Compiled:
     role: str
     tags: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def beyond_schema(self) -> list[str]:
+        """Training steps with warm-pool keep-alive: the one opt-in field the published schema lacks."""
+        return [s["Name"] for s in self.definition["Steps"] if s.get("Type") == "Training"
+                and "KeepAlivePeriodInSeconds" in s["Arguments"].get("ResourceConfig", {})]
+
     def json(self) -> str:
         """The definition as canonical JSON (sorted keys): byte-identical for the same inputs."""
         return json.dumps(self.definition, indent=2, sort_keys=True) + "\n"
