@@ -218,5 +218,12 @@ def test_the_deploy_job_fails_with_the_endpoints_reason() -> None:
         def describe_endpoint(self, EndpointName: str) -> dict:
             return {"EndpointStatus": next(self.states), "FailureReason": "the container failed its ping check"}
 
+        def update_endpoint(self, **request) -> None:
+            raise AssertionError("a Failed endpoint cannot be updated")
+
     with pytest.raises(deploy_job.DeployError, match="fraud-dev is Failed: the container failed its ping check"):
         deploy_job.wait_in_service(Endpoint(), "fraud-dev", timeout_s=5, poll_s=0)
+    failed = Endpoint()
+    failed.states = iter(["Failed"])
+    with pytest.raises(deploy_job.DeployError, match="delete-endpoint --endpoint-name fraud-dev"):
+        deploy_job.point_endpoint(failed, "fraud-dev", "fraud-dev-v2-config", {}, [])

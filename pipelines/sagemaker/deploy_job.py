@@ -74,9 +74,13 @@ def point_endpoint(sm, endpoint: str, config: str, deployment: dict, tags: list)
         return "created"
     if current.get("EndpointConfigName") == config:
         return "unchanged"
-    if current.get("EndpointStatus") not in TERMINAL - {"OutOfService"}:
-        raise DeployError(f"endpoint {endpoint} is {current.get('EndpointStatus')}; run the step again once "
-                          "it is InService or Failed")
+    status = current.get("EndpointStatus")
+    if status == "Failed":
+        raise DeployError(f"endpoint {endpoint} is Failed ({current.get('FailureReason', 'no reason given')}) and "
+                          f"cannot be updated; delete it (aws sagemaker delete-endpoint --endpoint-name {endpoint}) "
+                          "and run the pipeline again")
+    if status != "InService":
+        raise DeployError(f"endpoint {endpoint} is {status}; run the pipeline again once it is InService")
     sm.update_endpoint(EndpointName=endpoint, EndpointConfigName=config,
                        **({"DeploymentConfig": deployment} if deployment else {}))
     return "updated"
