@@ -82,11 +82,16 @@ def evaluate(expr: Expr, resolve: Callable[[Any], Any]) -> bool:
 def describe(expr: Expr, resolve: Callable[[Any], Any] | None = None) -> str:
     """The expression as text, with values filled in when resolve is given."""
     if isinstance(expr, Comparison):
-        show = (lambda v: repr(resolve(v))) if resolve else str
+        show = (lambda v: _shown(resolve(v))) if resolve else str
         return f"{show(expr.left)} {expr.op} {show(expr.right)}"
     if expr.op == "not":
         return f"not ({describe(expr.operands[0], resolve)})"
     return f" {expr.op} ".join(f"({describe(o, resolve)})" for o in expr.operands)
+
+
+def _shown(value: Any) -> str:
+    """A resolved operand for people: metrics to 4 decimals (0.8444, not 0.8444301543332015)."""
+    return f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else repr(value)
 
 
 def expr_refs(expr: Expr) -> list:

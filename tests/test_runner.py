@@ -151,6 +151,10 @@ def test_condition_branches(home: Path) -> None:
     assert failed.data["status"] == "failed"
     assert failed.status("register") == "skipped"
     assert failed.step("too-low")["error"] == "AUC 0.8 is below 0.95"
+    assert failed.step("gate")["note"] == "0.8 >= 0.95 is false"
+    from steps.condition import _shown
+
+    assert [_shown(v) for v in (0.8444301543332015, 0.75, 3, "a")] == ["0.8444", "0.75", "3", "'a'"]
 
 
 def test_sigterm_stops_children_and_leaves_no_cache_entry(tmp_path: Path, home: Path) -> None:
