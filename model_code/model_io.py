@@ -15,6 +15,20 @@ import pandas as pd
 import features
 
 
+SERVING_CODE = ("inference.py", "model_io.py", "features.py", "fraud_schema.py", "torch_model.py")
+SERVING_REQUIREMENTS = "serving-requirements.txt"
+
+
+def pack_serving_code(model_dir: Path) -> None:
+    """Put the inference handlers into <model>/code/, as SageMaker's framework inference containers expect
+    (they import code/inference.py and pip-install code/requirements.txt): the model archive serves itself."""
+    here, code = Path(__file__).resolve().parent, model_dir / "code"
+    code.mkdir(parents=True, exist_ok=True)
+    for name in SERVING_CODE:
+        (code / name).write_bytes((here / name).read_bytes())
+    (code / "requirements.txt").write_bytes((here / SERVING_REQUIREMENTS).read_bytes())
+
+
 class FraudModel:
     """The trained model plus the feature transform it was trained with."""
 

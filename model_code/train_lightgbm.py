@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 import features
+import model_io
 from fraud_schema import CATEGORICAL, LABEL
 from tracking import Tracking
 
@@ -73,6 +74,7 @@ def main() -> None:
     best = booster.best_iteration or booster.current_iteration()
     booster.save_model(str(model_dir / "model.txt"), num_iteration=best)
     features.save(transform, model_dir)
+    model_io.pack_serving_code(model_dir)
     val_auc = history["validation"]["auc"][best - 1]
     metadata = {"model_type": "lightgbm", "framework_version": lgb.__version__, "best_iteration": best,
                 "validation_auc": val_auc, "hyperparameters": vars(args), "params": params,

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import features
+import model_io
 import torch_model
 from fraud_schema import LABEL
 from tracking import Tracking
@@ -152,6 +153,7 @@ def _save(model, config, transform, args, history, world, samples_per_s, x_val, 
     model_dir, output_dir = Path(os.environ["SM_MODEL_DIR"]), Path(os.environ["SM_OUTPUT_DATA_DIR"])
     torch_model.save(model, config, model_dir)
     features.save(transform, model_dir)
+    model_io.pack_serving_code(model_dir)
     metadata = {"model_type": "torch", "framework_version": torch.__version__, "epochs": args.epochs,
                 "epochs_run": len(history), "processes": world, "samples_per_s": round(samples_per_s, 1),
                 "best_epoch": best_epoch, "validation_auc": history[best_epoch - 1]["validation_auc"] if history else None,

@@ -77,12 +77,15 @@ class RegisterStep(StepSpec):
                              "(the published definition schema has no ModelApprovalStatus); approve it after review")
 
         cc.session.context = _ModelStepArguments(_SessionHolder(cc.session))
-        container = {"Image": self.inference.get("image") or cc.image(self), "ModelDataUrl": cc.value(self.model)}
+        instances = self.inference.get("instance_types", ["ml.m5.large", "ml.m5.xlarge"])
+        from pipelines.sagemaker.compiler import INFERENCE_IMAGE
+
+        image = self.inference.get("image") or cc.framework_image(self, INFERENCE_IMAGE, instances[0])
+        container = {"Image": image, "ModelDataUrl": cc.value(self.model)}
         metrics = None
         if isinstance(self.metrics, OutputRef):
             report = f"{cc.output_uri(self.metrics.step, self.metrics.output)}/{self.metrics_file}"
             metrics = {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": report}}}
-        instances = self.inference.get("instance_types", ["ml.m5.large", "ml.m5.xlarge"])
         step_args = create_model_package_from_containers(
             cc.session, containers=[container], content_types=["text/csv", "application/json"],
             response_types=["text/csv", "application/json"], inference_instances=instances,

@@ -169,6 +169,8 @@ def test_conditions_register_fail_and_deploy(every_step: dict) -> None:
     assert args["ModelPackageGroupName"] == "every-step-models"
     assert args["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == {
         "Get": "Steps.train.ModelArtifacts.S3ModelArtifacts"}
+    # an inference image that runs the code/inference.py packed into model.tar.gz (model_io.pack_serving_code)
+    assert args["InferenceSpecification"]["Containers"][0]["Image"].endswith("/pytorch-inference:2.6.0-cpu-py312")
     assert args["ModelMetrics"]["ModelQuality"]["Statistics"] == {
         "ContentType": "application/json",
         "S3Uri": "s3://every-step-bucket/every-step/outputs/evaluate/evaluation/evaluation.json"}

@@ -92,6 +92,33 @@ def test_ping_and_invocations_match_in_process_predictions(server: dict, models:
                                atol=2e-6)
 
 
+def test_a_model_archive_serves_itself_the_way_sagemaker_containers_load_it(models: dict, tmp_path: Path) -> None:
+    """A framework inference container puts <model>/code/ on the path, installs its requirements.txt and calls
+    the four handlers of code/inference.py; here the same happens with nothing of the repository importable."""
+    from model_io import SERVING_CODE
+
+    model_dir = models["model_dirs"][1]
+    code = model_dir / "code"
+    assert sorted(p.name for p in code.iterdir()) == sorted([*SERVING_CODE, "requirements.txt"])
+    pins = [line for line in (code / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    lock = (REPO / "requirements.lock").read_text().splitlines()
+    assert pins and all(pin in lock for pin in pins)  # the same versions it was trained and tested with
+    rows = models["test"].head(20)
+    handlers = ("import sys, inference\n"
+                "model = inference.model_fn(sys.argv[1])\n"
+                "records = inference.input_fn(sys.stdin.read(), 'text/csv')\n"
+                "body, kind = inference.output_fn(inference.predict_fn(records, model), 'application/json')\n"
+                "assert kind == 'application/json'\n"
+                "sys.stdout.write(body.decode())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SAGEPIPE_THRESHOLD")}
+    done = subprocess.run([sys.executable, "-c", handlers, str(model_dir)], cwd=tmp_path, capture_output=True,
+                          text=True, env={**env, "PYTHONPATH": str(code)}, timeout=120,
+                          input=rows[RAW_FEATURES].to_csv(header=False, index=False))
+    assert done.returncode == 0, done.stderr
+    got = [p["fraud_probability"] for p in json.loads(done.stdout)["predictions"]]
+    np.testing.assert_allclose(got, FraudModel(model_dir).predict_proba(rows), atol=2e-6)
+
+
 def test_bad_requests_get_400_naming_the_problem(server: dict, models: dict) -> None:
     record = json.loads(models["test"][RAW_FEATURES].head(1).to_json(orient="records"))[0]
     cases = {

@@ -17,6 +17,8 @@ from pipelines.refs import MetricRef, OutputRef, ParamRef, Template
 from pipelines.spec import PipelineSpec
 
 FRAMEWORK_IMAGE = {"framework": "sklearn", "version": "1.2-1"}
+# Serves any model whose archive carries code/inference.py (+ code/requirements.txt), as ours do.
+INFERENCE_IMAGE = {"framework": "pytorch", "version": "2.6.0", "py_version": "py312", "scope": "inference"}
 CODE_ROOT = "/opt/ml/processing/input/code"
 DEFAULTED = {("ModelApprovalStatus", "PendingManualApproval"), ("SkipModelValidation", "None")}
 
@@ -145,19 +147,20 @@ class CompileContext:
     def image(self, step: Any) -> str:
         """The step's image, the pipeline default, or the SDK's scikit-learn framework image."""
         chosen = getattr(step, "image", None) or self.spec.defaults.image
-        if chosen:
-            return chosen
+        return chosen or self.framework_image(step, FRAMEWORK_IMAGE, self.resources(step).instance_type)
+
+    def framework_image(self, step: Any, default: dict[str, str], instance_type: str) -> str:
+        """A framework image the SDK knows (default, or the step's sagemaker.framework_image)."""
         from sagemaker.core import image_uris
 
-        framework = {**FRAMEWORK_IMAGE, **(getattr(step, "sagemaker", {}) or {}).get("framework_image", {})}
+        framework = {**default, **(getattr(step, "sagemaker", {}) or {}).get("framework_image", {})}
         try:
             return image_uris.retrieve(framework["framework"], region=self.region, version=str(framework["version"]),
                                        py_version=framework.get("py_version", "py3"),
-                                       image_scope=framework.get("scope"),
-                                       instance_type=self.resources(step).instance_type)
+                                       image_scope=framework.get("scope"), instance_type=instance_type)
         except ValueError as exc:
             raise ValueError(f"step '{step.name}': no {framework['framework']} {framework['version']} image for "
-                             f"{self.resources(step).instance_type} in {self.region} ({exc}); set image: or "
+                             f"{instance_type} in {self.region} ({exc}); set image: or "
                              "sagemaker.framework_image") from None
 
     def script_job(self, step: Any, script: Path, arguments: list[Any], inputs: list[Any] | None = None) -> Any:
