@@ -72,14 +72,14 @@ class RegisterStep(StepSpec):
         from sagemaker.core.workflow.pipeline_context import _ModelStepArguments
         from sagemaker.mlops.workflow import ModelStep
 
+        from pipelines.sagemaker.compiler import INFERENCE_IMAGE
+
         if self.approval_status != "PendingManualApproval":
             raise ValueError(f"register step '{self.name}': on SageMaker a new version is PendingManualApproval "
                              "(the published definition schema has no ModelApprovalStatus); approve it after review")
 
         cc.session.context = _ModelStepArguments(_SessionHolder(cc.session))
         instances = self.inference.get("instance_types", ["ml.m5.large", "ml.m5.xlarge"])
-        from pipelines.sagemaker.compiler import INFERENCE_IMAGE
-
         image = self.inference.get("image") or cc.framework_image(self, INFERENCE_IMAGE, instances[0])
         container = {"Image": image, "ModelDataUrl": cc.value(self.model)}
         metrics = None

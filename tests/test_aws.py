@@ -226,4 +226,4 @@ def test_the_deploy_job_fails_with_the_endpoints_reason() -> None:
     failed = Endpoint()
     failed.states = iter(["Failed"])
     with pytest.raises(deploy_job.DeployError, match="delete-endpoint --endpoint-name fraud-dev"):
-        deploy_job.point_endpoint(failed, "fraud-dev", "fraud-dev-v2-config", {}, [])
+        deploy_job.point_endpoint(failed, "fraud-dev", "fraud-dev-v2-config", {}, {})

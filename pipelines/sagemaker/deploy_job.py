@@ -40,37 +40,34 @@ def resource_names(endpoint: str, package_arn: str, settings: dict) -> tuple[str
     return base, f"{base}-config"
 
 
-def _exists(describe, **name) -> bool:
+def _described(describe, **name) -> dict | None:
+    """What a Describe* call returns, or None when the resource does not exist."""
     try:
-        describe(**name)
-        return True
+        return describe(**name)
     except Exception as exc:  # botocore ClientError; botocore itself is the container's, not ours
         if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("ValidationException", "ValidationError"):
-            return False
+            return None
         raise
 
 
-def ensure_model(sm, name: str, role: str, package_arn: str, tags: list) -> None:
-    if not _exists(sm.describe_model, ModelName=name):
+def ensure_model(sm, name: str, role: str, package_arn: str, tagging: dict) -> None:
+    if _described(sm.describe_model, ModelName=name) is None:
         sm.create_model(ModelName=name, ExecutionRoleArn=role, Containers=[{"ModelPackageName": package_arn}],
-                        **({"Tags": tags} if tags else {}))
+                        **tagging)
 
 
-def ensure_config(sm, name: str, model: str, variant: dict, extra: dict, tags: list) -> None:
-    if not _exists(sm.describe_endpoint_config, EndpointConfigName=name):
+def ensure_config(sm, name: str, model: str, variant: dict, extra: dict, tagging: dict) -> None:
+    if _described(sm.describe_endpoint_config, EndpointConfigName=name) is None:
         sm.create_endpoint_config(EndpointConfigName=name,
                                   ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model, **variant}],
-                                  **extra, **({"Tags": tags} if tags else {}))
+                                  **extra, **tagging)
 
 
-def point_endpoint(sm, endpoint: str, config: str, deployment: dict, tags: list) -> str:
+def point_endpoint(sm, endpoint: str, config: str, deployment: dict, tagging: dict) -> str:
     """Create the endpoint, or move it to the config; returns what was done."""
-    try:
-        current = sm.describe_endpoint(EndpointName=endpoint)
-    except Exception as exc:
-        if getattr(exc, "response", {}).get("Error", {}).get("Code") not in ("ValidationException", "ValidationError"):
-            raise
-        sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config, **({"Tags": tags} if tags else {}))
+    current = _described(sm.describe_endpoint, EndpointName=endpoint)
+    if current is None:
+        sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=config, **tagging)
         return "created"
     if current.get("EndpointConfigName") == config:
         return "unchanged"
@@ -107,10 +104,11 @@ def deploy(sm, args: argparse.Namespace) -> str:
     arn = package["ModelPackageArn"]
     variant, extra, deployment = json.loads(args.variant), json.loads(args.config_extra), json.loads(args.deployment)
     tags = [{"Key": k, "Value": v} for k, v in sorted(json.loads(args.tags).items())]
+    tagging = {"Tags": tags} if tags else {}
     model, config = resource_names(args.endpoint_name, arn, {"variant": variant, "extra": extra})
-    ensure_model(sm, model, args.role, arn, tags)
-    ensure_config(sm, config, model, variant, extra, tags)
-    done = point_endpoint(sm, args.endpoint_name, config, deployment, tags)
+    ensure_model(sm, model, args.role, arn, tagging)
+    ensure_config(sm, config, model, variant, extra, tagging)
+    done = point_endpoint(sm, args.endpoint_name, config, deployment, tagging)
     if args.wait_s > 0:
         wait_in_service(sm, args.endpoint_name, args.wait_s, args.poll_s)
     version = arn.rsplit("/", 1)[-1]
