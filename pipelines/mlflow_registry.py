@@ -15,8 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import did_you_mean
-from pipelines.registry import RegistryError, check_transition, history_entry
+from pipelines.registry import Registry, RegistryError, check_transition, history_entry
 from pipelines.tracking import artifact_root, mlflow_client
 
 STATUS_TAG = "sagepipe.approval_status"
@@ -26,7 +25,7 @@ HISTORY_PREFIX = "sagepipe.history."
 EXPERIMENT = "sagepipe-registry"
 
 
-class MlflowRegistry:
+class MlflowRegistry(Registry):
     """Model package groups kept in an MLflow Model Registry (SQLite store or tracking server)."""
 
     def __init__(self, uri: str, download_root: Path):
@@ -60,14 +59,8 @@ class MlflowRegistry:
         try:
             found = self.client.get_model_version(group, str(version))
         except MlflowException:
-            known = [str(p["version"]) for p in self.versions(group)]
-            raise RegistryError(f"model group '{group}' has no version {version}"
-                                f" (versions: {', '.join(known) or 'none'})") from None
+            raise self.no_such_version(group, version) from None
         return _package(found)
-
-    def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
-        matching = [p for p in self.versions(group) if status is None or p["status"] == status]
-        return matching[-1] if matching else None
 
     def model_path(self, package: dict[str, Any]) -> Path:
         """The version's model files, downloaded once under the local models folder."""
@@ -128,7 +121,7 @@ class MlflowRegistry:
         try:
             self.client.get_registered_model(group)
         except MlflowException:
-            raise RegistryError(f"no model group '{group}'{did_you_mean(group, self.groups())}") from None
+            raise self.no_such_group(group) from None
 
     def _ensure_group(self, group: str) -> None:
         from mlflow.exceptions import MlflowException

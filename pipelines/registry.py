@@ -45,6 +45,28 @@ def history_entry(status: str, note: str, previous: str | None) -> dict[str, Any
     return {"status": status, "at": _now(), "by": _user(), "note": note, "previous": previous}
 
 
+class Registry:
+    """What every backend shares; each provides groups, versions, show, register or not, set_status."""
+
+    def groups(self) -> list[str]:
+        raise NotImplementedError
+
+    def versions(self, group: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
+        """The newest version, or the newest with that status."""
+        matching = [p for p in self.versions(group) if status is None or p["status"] == status]
+        return matching[-1] if matching else None
+
+    def no_such_group(self, group: str) -> RegistryError:
+        return RegistryError(f"no model group '{group}'{did_you_mean(group, self.groups())}")
+
+    def no_such_version(self, group: str, version: int) -> RegistryError:
+        known = [str(p["version"]) for p in self.versions(group)]
+        return RegistryError(f"model group '{group}' has no version {version} (versions: {', '.join(known) or 'none'})")
+
+
 def open_registry(settings: Any, state_root: Path, repo_root: Path) -> Any:
     """The registry an environment uses: MLflow's when a tracking store is configured, else files."""
     from pipelines.tracking import resolve_tracking_uri
@@ -61,7 +83,7 @@ def open_registry(settings: Any, state_root: Path, repo_root: Path) -> Any:
     return MlflowRegistry(uri, state_root / "models")
 
 
-class LocalRegistry:
+class LocalRegistry(Registry):
     """Model package groups under one folder."""
 
     def __init__(self, root: Path):
@@ -82,9 +104,7 @@ class LocalRegistry:
     def show(self, group: str, version: int) -> dict[str, Any]:
         manifest = self._group_dir(group) / str(version) / "package.json"
         if not manifest.exists():
-            known = [str(p["version"]) for p in self.versions(group)]
-            raise RegistryError(f"model group '{group}' has no version {version}"
-                                f" (versions: {', '.join(known) or 'none'})")
+            raise self.no_such_version(group, version)
         return json.loads(manifest.read_text())
 
     def register(self, group: str, model_dir: Path, metrics: dict[str, Any], status: str,
@@ -121,14 +141,10 @@ class LocalRegistry:
         """A local folder holding the version's model files."""
         return Path(package["model_uri"])
 
-    def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
-        matching = [p for p in self.versions(group) if status is None or p["status"] == status]
-        return matching[-1] if matching else None
-
     def _group_dir(self, group: str) -> Path:
         folder = self.root / group
         if not folder.is_dir():
-            raise RegistryError(f"no model group '{group}'{did_you_mean(group, self.groups())}")
+            raise self.no_such_group(group)
         return folder
 
     @staticmethod

@@ -10,14 +10,13 @@ import json
 import time
 from typing import Any
 
-from pipelines.errors import did_you_mean
-from pipelines.registry import RegistryError, check_transition, history_entry
+from pipelines.registry import Registry, check_transition, history_entry
 from pipelines.sagemaker.aws import client, explained
 
 HISTORY_PREFIX = "sagepipe.history."
 
 
-class SageMakerRegistry:
+class SageMakerRegistry(Registry):
     """Model package groups in one account and region."""
 
     deploys_by_event = True  # an approval reaches the deploy pipeline through EventBridge, not this process
@@ -41,13 +40,8 @@ class SageMakerRegistry:
     def show(self, group: str, version: int) -> dict[str, Any]:
         found = [p for p in self.versions(group) if p["version"] == version]
         if not found:
-            known = [str(p["version"]) for p in self.versions(group)]
-            raise RegistryError(f"model group '{group}' has no version {version} (versions: {', '.join(known) or 'none'})")
+            raise self.no_such_version(group, version)
         return found[0]
-
-    def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
-        matching = [p for p in self.versions(group) if status is None or p["status"] == status]
-        return matching[-1] if matching else None
 
     def set_status(self, group: str, version: int, status: str, note: str = "", force: bool = False) -> dict[str, Any]:
         package = self.show(group, version)
@@ -61,7 +55,7 @@ class SageMakerRegistry:
 
     def _require_group(self, group: str) -> None:
         if group not in self.groups():
-            raise RegistryError(f"no model group '{group}'{did_you_mean(group, self.groups())}")
+            raise self.no_such_group(group)
 
     def _package(self, arn: str) -> dict[str, Any]:
         found = self.sm.describe_model_package(ModelPackageName=arn)
