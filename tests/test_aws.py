@@ -122,6 +122,21 @@ def test_models_commands_act_on_the_sagemaker_model_registry(aws: dict, home: Pa
     assert typo.returncode == 2 and "did you mean 'fraud-detection'" in typo.stderr
 
 
+def test_a_group_with_more_versions_than_one_page_lists_them_all(aws: dict) -> None:
+    from pipelines.sagemaker.registry import SageMakerRegistry
+
+    sm = aws["sm"]
+    sm.create_model_package_group(ModelPackageGroupName="many-versions")
+    for _ in range(103):  # ListModelPackages answers at most 100 per page
+        sm.create_model_package(ModelPackageGroupName="many-versions", ModelApprovalStatus="PendingManualApproval",
+                                InferenceSpecification={"Containers": [{"Image": "img"}],
+                                                        "SupportedContentTypes": ["text/csv"],
+                                                        "SupportedResponseMIMETypes": ["text/csv"]})
+    registry = SageMakerRegistry(REGION)
+    assert [p["version"] for p in registry.versions("many-versions")] == list(range(1, 104))
+    assert registry.latest("many-versions")["version"] == 103
+
+
 def test_missing_credentials_is_one_clear_line(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)

@@ -34,7 +34,8 @@ class SageMakerRegistry(Registry):
     def versions(self, group: str) -> list[dict[str, Any]]:
         self._require_group(group)
         with explained(f"listing versions of {group}"):
-            summaries = self.sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+            pages = self.sm.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group)
+            summaries = [s for page in pages for s in page["ModelPackageSummaryList"]]
             return sorted((self._package(s["ModelPackageArn"]) for s in summaries), key=lambda p: p["version"])
 
     def show(self, group: str, version: int) -> dict[str, Any]:
