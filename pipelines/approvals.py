@@ -45,10 +45,12 @@ def change_status(registry: Any, group: str, version: int, status: str, note: st
         return package, ["SageMaker emits the approval; the EventBridge rule starts the deploy pipeline"]
     from pipelines.serving.serve import refresh_followers
 
-    return package, deploy(package, registry, state_root) + refresh_followers(package, registry, state_root)
+    trigger = f"approval of {package['group']} version {package['version']}"
+    return package, (deploy(package, registry, state_root, trigger)
+                     + refresh_followers(package, registry, state_root, trigger))
 
 
-def deploy(package: dict[str, Any], registry: Any, state_root: Path) -> list[str]:
+def deploy(package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> list[str]:
     """Run the deploy steps for this group in the pipeline (and env) that registered the version."""
     from pipelines.errors import ConfigError
     from pipelines.loader import load_pipeline
@@ -70,6 +72,5 @@ def deploy(package: dict[str, Any], registry: Any, state_root: Path) -> list[str
         if not step.enabled:
             done.append(f"{step.name}: deployment disabled in env {spec.env}")
             continue
-        trigger = f"approval of {package['group']} version {package['version']}"
         done.append(step.deploy_version(package, registry, state_root, trigger))
     return done

@@ -36,7 +36,7 @@ def write_record(state_root: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def refresh_followers(package: dict[str, Any], registry: Any, state_root: Path) -> list[str]:
+def refresh_followers(package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> list[str]:
     """Point every `serve GROUP@approved` endpoint of this group at a newly approved version."""
     import json
 
@@ -47,7 +47,6 @@ def refresh_followers(package: dict[str, Any], registry: Any, state_root: Path) 
         except (OSError, ValueError):
             continue
         if record.get("follow") == "approved" and record.get("model_group") == package["group"]:
-            trigger = f"approval of {package['group']} version {package['version']}"
             write_record(state_root, endpoint_record(package, registry, record["endpoint_name"], trigger, "approved"))
             done.append(f"endpoint {record['endpoint_name']} now serves {package['group']} version {package['version']}")
     return done
