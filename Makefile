@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving_speed.py
 	$(BIN)/python benchmarks/transform_memory.py
 	$(BIN)/python benchmarks/ddp_throughput.py
+	$(BIN)/python benchmarks/emulate_overhead.py
 
 clean:
 	rm -rf .sagepipe benchmarks/results

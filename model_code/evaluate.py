@@ -1,6 +1,7 @@
 """Evaluation step: score the test split, write evaluation.json (SageMaker model-quality format) and plots.
 
-Inputs: input/model/ (model.txt, feature_transform.json, metadata.json), input/test/*.parquet.
+Inputs: input/model/ (model.tar.gz, as SageMaker hands a training step's model output to a processing job,
+or the model folder itself: model.txt, feature_transform.json, metadata.json), input/test/*.parquet.
 Output: output/evaluation/{evaluation.json, roc.png, precision_recall.png, feature_importance.png (LightGBM)}.
 """
 
@@ -9,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from model_io import FraudModel
+from model_io import FraudModel, ModelArchiveError, open_model_dir
 from fraud_schema import LABEL
 from tracking import Tracking
 
@@ -106,7 +108,10 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--bootstrap-rounds", type=int, default=100)
     args = parser.parse_args()
-    model = FraudModel(ROOT / "input" / "model")
+    try:
+        model = FraudModel(open_model_dir(ROOT / "input" / "model"))
+    except ModelArchiveError as exc:
+        sys.exit(f"error: {exc}")
     test = pd.concat([pd.read_parquet(f) for f in sorted((ROOT / "input" / "test").glob("*.parquet"))],
                      ignore_index=True)
     y = test[LABEL].to_numpy()

@@ -139,7 +139,9 @@ def _close(word: str, choices: list[str]) -> str:
 
 # --- the SageMaker inference-toolkit handlers ------------------------------------------------------
 def model_fn(model_dir: str) -> FraudScorer:
-    return FraudScorer(Path(model_dir))
+    from model_io import open_model_dir
+
+    return FraudScorer(open_model_dir(model_dir))
 
 
 def input_fn(body: bytes | str, content_type: str, fields: list[str] = RAW_FEATURES) -> list[dict[str, Any]]:

@@ -2,11 +2,16 @@
 
 The folder's metadata.json says which kind of model it holds: "lightgbm" (model.txt) or "torch"
 (model.pt state dict + model_config.json); both carry the feature transform that takes raw fields.
+A training step's model output is that folder packed as model.tar.gz; open_model_dir unpacks it.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +22,30 @@ import features
 
 SERVING_CODE = ("inference.py", "model_io.py", "features.py", "fraud_schema.py", "torch_model.py")
 SERVING_REQUIREMENTS = "serving-requirements.txt"
+ARCHIVE = "model.tar.gz"
+
+
+class ModelArchiveError(ValueError):
+    """A model.tar.gz that cannot be read, or whose members would land outside its folder."""
+
+
+def open_model_dir(path: Path | str) -> Path:
+    """The folder of model files at path: a plain model folder as is; a model.tar.gz, or a folder holding
+    one (what a SageMaker processing input of a training step's model output contains), extracted to a
+    temporary folder that is removed when the process exits. Absolute paths, `..` and links that leave
+    the folder are refused (ModelArchiveError)."""
+    path = Path(path)
+    archive = path / ARCHIVE if path.is_dir() else path
+    if not archive.is_file():
+        return path
+    target = Path(tempfile.mkdtemp(prefix="model-"))
+    atexit.register(shutil.rmtree, target, True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(target, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ModelArchiveError(f"cannot extract model archive {archive}: {exc}") from None
+    return target
 
 
 def pack_serving_code(model_dir: Path) -> None:

@@ -3,7 +3,9 @@
 Channels: SM_CHANNEL_TRAIN, SM_CHANNEL_VALIDATION (parquet), SM_CHANNEL_TRANSFORM (feature_transform.json).
 Writes to SM_MODEL_DIR (rank 0 only): model.pt (state dict), model_config.json, feature_transform.json,
 metadata.json. Checkpoints after every epoch to $SAGEPIPE_CHECKPOINT_DIR (SageMaker: /opt/ml/checkpoints); a
-restarted job resumes from the last one, so it ends after the same total number of epochs.
+restarted job resumes from the last one, so it ends after the same total number of epochs. A checkpoint is
+resumed only when it records this run's fingerprint (arguments, process count, input channels' bytes, code; see
+checkpoint_guard): one left by another execution is refused, and training starts fresh and overwrites it.
 `--batch_size` is the global batch: each of the N processes takes batch_size / N rows per step.
 """
 
@@ -22,7 +24,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+import checkpoint_guard
 import features
+import fraud_schema
 import model_io
 import torch_model
 from fraud_schema import LABEL
@@ -49,6 +53,30 @@ def _checkpoint_path() -> Path:
     return Path(os.environ.get("SAGEPIPE_CHECKPOINT_DIR", "/opt/ml/checkpoints")) / "last.pt"
 
 
+def _resume_point(checkpoint: Path, own: dict | None, rank: int, world: int) -> dict | None:
+    """The checkpoint to resume from, or None to start fresh. Rank 0 reads it and decides whether its fingerprint
+    is this run's; every other rank follows, receiving the weights and optimizer state from rank 0."""
+    saved = None
+    if rank == 0 and checkpoint.exists():
+        try:
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - what cannot be read cannot be resumed
+            print(f"checkpoint {checkpoint} cannot be read ({type(exc).__name__}: {exc}); starting fresh from epoch 1",
+                  flush=True)
+        else:
+            why = checkpoint_guard.differences(saved.get("fingerprint") if isinstance(saved, dict) else None, own)
+            if why:
+                print(f"checkpoint in {checkpoint.parent} was written by a run with different arguments or inputs "
+                      f"({'; '.join(why)}); starting fresh from epoch 1", flush=True)
+                saved = None
+    if world > 1:
+        shared = [{k: saved[k] for k in ("epoch", "model", "optimizer")} if saved is not None else None]
+        dist.broadcast_object_list(shared, src=0)
+        if rank != 0:
+            saved = shared[0]
+    return saved
+
+
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -67,6 +95,10 @@ def main() -> None:
     parser.add_argument("--epoch_sleep_s", type=float, default=0.0, help="testing aid: pause after each epoch")
     args, _ = parser.parse_known_args()
     rank, world, device = _setup()
+    own = checkpoint_guard.fingerprint(  # rank 0 alone decides on resuming and writes checkpoints
+        {k: v for k, v in vars(args).items() if k != "epoch_sleep_s"}, world,
+        [Path(__file__), Path(features.__file__), Path(torch_model.__file__), Path(fraud_schema.__file__)],
+    ) if rank == 0 else None
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
@@ -92,13 +124,14 @@ def main() -> None:
     loader = DataLoader(dataset, batch_size=max(1, args.batch_size // world), sampler=sampler)
     start_epoch, history, best = 1, [], {"auc": -1.0, "epoch": 0, "state": None}
     checkpoint = _checkpoint_path()
-    if checkpoint.exists():  # a restarted (e.g. spot-interrupted) job: every rank resumes from rank 0's save
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved = _resume_point(checkpoint, own, rank, world)
+    if saved is not None:  # a restarted (e.g. spot-interrupted) job: every rank resumes from rank 0's save
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        start_epoch, history = int(saved["epoch"]) + 1, list(saved["history"])
-        best = {"auc": float(saved["best_auc"]), "epoch": int(saved["best_epoch"]), "state": saved["best_model"]}
+        start_epoch = int(saved["epoch"]) + 1
         if rank == 0:
+            history = list(saved["history"])
+            best = {"auc": float(saved["best_auc"]), "epoch": int(saved["best_epoch"]), "state": saved["best_model"]}
             print(f"resumed from checkpoint after epoch {saved['epoch']}", flush=True)
     started, samples = time.time(), 0
     for epoch in range(start_epoch, args.epochs + 1):
@@ -124,7 +157,7 @@ def main() -> None:
             partial = checkpoint.with_suffix(".partial")
             torch.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "history": history, "best_auc": best["auc"], "best_epoch": best["epoch"],
-                        "best_model": best["state"]}, partial)
+                        "best_model": best["state"], "fingerprint": own}, partial)
             partial.replace(checkpoint)
         if world > 1:
             dist.barrier()

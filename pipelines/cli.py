@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, Problem
 from pipelines.registry import RegistryError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = runs_sub.add_parser("show", help="one run's steps")
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
+    emulate = sub.add_parser("emulate", help="run the compiled SageMaker definition here, with SageMaker's semantics")
+    emulate.add_argument("config", nargs="?", help="pipeline YAML file (or give --definition)")
+    emulate.add_argument("--env", default="dev", help="the cloud env to compile for (default: dev)")
+    emulate.add_argument("--definition", metavar="FILE.json", help="run this definition instead of compiling one")
+    emulate.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="an execution parameter; a local path is uploaded to the emulated S3 (repeatable)")
+    emulate.add_argument("--max-parallel", type=int, default=None, metavar="N")
+    emulate.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     compile_ = sub.add_parser("compile", help="compile to a SageMaker Pipeline definition (offline)")
     _config_args(compile_, params=False)
     compile_.add_argument("-o", "--output", metavar="FILE", help="write the definition here (default: stdout)")
@@ -160,6 +168,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return status_command(args.execution_arn, args.wait, args.json)
     if args.command == "resume":
         return commands.resume(state_root(), args.run_id, args.max_parallel, args.json)
+    if args.command == "emulate":
+        return _emulate(args)
     from pipelines.loader import load_pipeline
 
     spec = load_pipeline(args.config, args.env, getattr(args, "param", []))
@@ -178,6 +188,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cloud.start_command(spec, args.param, args.wait, args.json)
         return cloud.executions_command(spec, args.json)
     if args.command == "validate":
+        if spec.settings.sagemaker:  # a cloud env: what compile would refuse, without the SDK
+            from pipelines.sagemaker.checks import check_cloud_config
+
+            check_cloud_config(spec)
         print(f"ok: {spec.source_file}: pipeline '{spec.name}' (env {spec.env}): {len(spec.steps)} steps, "
               f"{len(spec.parameters)} parameters")
         return EXIT_OK
@@ -191,6 +205,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(graph.mermaid() if args.format == "mermaid" else graph.dot(), end="")
         return EXIT_OK
     return commands.run(spec, state_root(), not args.no_cache, args.max_parallel, args.json)
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from pipelines.emulate.command import emulate
+
+    if bool(args.config) == bool(args.definition):
+        raise ConfigError([Problem("sagepipe emulate", None, "CONFIG", "give a pipeline config or --definition "
+                                   "FILE.json (one of the two)")])
+    spec = None
+    if args.config:
+        from pipelines.loader import load_pipeline
+
+        spec = load_pipeline(args.config, args.env)
+    return emulate(spec, args.definition, args.param, state_root(), args.max_parallel, args.json)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ def run(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | Non
     from pipelines.local.runner import new_run_id
 
     run_id = new_run_id()
-    return _drive(spec, root, max_parallel, as_json, use_cache,
+    return drive(spec, root, max_parallel, as_json, use_cache,
                   lambda runner: runner.run(run_id), f"run {run_id} of {spec.name} (env {spec.env})")
 
 
@@ -35,9 +35,12 @@ def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool) -> 
     if state.data["status"] == "succeeded":
         print(f"run {run_id} already succeeded; nothing to resume", file=sys.stderr)
         return 0
+    if state.data.get("execution_arn"):
+        raise ConfigError([Problem(str(run_dir), None, "RUN_ID", "an emulated execution is not resumed: run "
+                                   "`sagepipe emulate` again; its step cache returns finished jobs at once")])
     params = [f"{k}={_text(v)}" for k, v in state.data["params"].items()]
     spec = load_pipeline(state.data["config_path"], state.data["env"], params)
-    return _drive(spec, root, max_parallel, as_json, state.data.get("use_cache", True),
+    return drive(spec, root, max_parallel, as_json, state.data.get("use_cache", True),
                   lambda runner: runner.resume(state), f"resuming run {run_id} of {spec.name}")
 
 
@@ -45,8 +48,9 @@ def _text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _drive(spec: PipelineSpec, root: Path, max_parallel: int | None, as_json: bool, use_cache: bool,
-           start: Any, title: str) -> int:
+def drive(spec: PipelineSpec, root: Path, max_parallel: int | None, as_json: bool, use_cache: bool,
+          start: Any, title: str) -> int:
+    """Run (or resume) spec with live progress, explain the outcome; the exit code."""
     from pipelines.local.progress import make_reporter
     from pipelines.local.runner import LocalRunner
 
@@ -84,8 +88,10 @@ def _explain(state: RunState, stream: Any) -> None:
             for line in tail:
                 print(f"    {line}", file=stream)
         print(f"  full log: {log}", file=stream)
-    if data["status"] == "interrupted":
+    if data["status"] == "interrupted" and not data.get("execution_arn"):
         print(f"resume with: sagepipe resume {data['run_id']}", file=stream)
+    elif data["status"] == "failed" and data.get("execution_arn"):
+        print("\nfix the problem, then run `sagepipe emulate` again (cached jobs are reused)", file=stream)
     elif data["status"] == "failed":
         print(f"\nfix the problem, then: sagepipe resume {data['run_id']}", file=stream)
 
@@ -107,6 +113,7 @@ def summary(state: RunState) -> dict[str, Any]:
                    "duration_s": s.get("duration_s"), "peak_rss_mb": s.get("peak_rss_mb")}
                   for n, s in data["steps"].items()],
         "metrics": {n: s["metrics"] for n, s in data["steps"].items() if s.get("metrics")},
+        **({"execution_arn": data["execution_arn"]} if data.get("execution_arn") else {}),
     }
 
 

@@ -13,11 +13,16 @@ from typing import Any
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write, fsync, rename: a reader sees the old file or the new one, never half of one."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """atomic_write_text for bytes; the file is a new inode, so hard links to the old one keep their contents."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -54,13 +59,21 @@ def hash_json(data: Any) -> str:
 
 
 def link_tree(source: Path, target: Path) -> None:
-    """Copy a folder (or file) by hard links where possible, real copies otherwise."""
+    """Copy a folder (or a file, to the file `target`) by hard links where possible, real copies otherwise."""
     source = source.resolve()
     if source.is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(source, target / source.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(source, target)
         return
     shutil.copytree(source, target, copy_function=_link_or_copy, dirs_exist_ok=True)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder; nothing there is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _link_or_copy(src: str | Path, dst: str | Path) -> None:

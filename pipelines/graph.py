@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import graphlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -37,43 +38,38 @@ class Graph:
                 for target in targets:
                     if target in self.upstream:
                         self.upstream[target].add(step.name)
+        self.children: dict[str, list[str]] = {name: [] for name in self.names}
+        for name in self.names:
+            for parent in self.upstream[name]:
+                self.children[parent].append(name)
 
     def downstream(self, name: str) -> list[str]:
-        return [n for n in self.names if name in self.upstream[n]]
+        return self.children[name]
+
+    def _sorter(self) -> graphlib.TopologicalSorter[str]:
+        return graphlib.TopologicalSorter({name: sorted(self.upstream[name]) for name in self.names})
 
     def topological(self) -> list[str]:
         """Steps in an order where each comes after what it needs (ties keep file order)."""
+        order = {name: i for i, name in enumerate(self.names)}
+        sorter = self._sorter()
+        try:
+            sorter.prepare()
+        except graphlib.CycleError:
+            raise ValueError("cycle") from None
         done: list[str] = []
-        remaining = list(self.names)
-        while remaining:
-            ready = [n for n in remaining if self.upstream[n] <= set(done)]
-            if not ready:
-                raise ValueError("cycle")
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=order.__getitem__)
             done += ready
-            remaining = [n for n in remaining if n not in ready]
+            sorter.done(*ready)
         return done
 
     def find_cycle(self) -> list[str] | None:
-        """One cycle as [a, b, ..., a], or None."""
-        state: dict[str, int] = {}
-        stack: list[str] = []
-
-        def visit(node: str) -> list[str] | None:
-            state[node] = 1
-            stack.append(node)
-            for parent in sorted(self.upstream[node]):
-                if state.get(parent) == 1:
-                    cycle = stack[stack.index(parent):] + [parent]
-                    return list(reversed(cycle))
-                if parent not in state and (found := visit(parent)):
-                    return found
-            stack.pop()
-            state[node] = 2
-            return None
-
-        for name in self.names:
-            if name not in state and (found := visit(name)):
-                return found
+        """One cycle as [a, b, ..., a] (each feeds the next), or None."""
+        try:
+            self._sorter().prepare()
+        except graphlib.CycleError as exc:
+            return list(exc.args[1])
         return None
 
     def mermaid(self) -> str:
@@ -132,7 +128,7 @@ def check_unique_names(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
 
 
 def check_depends_on(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
-    names = [s.name for s in spec.steps]
+    names = {s.name for s in spec.steps}
     for step in spec.steps:
         for dep in step.depends_on:
             if dep not in names:
@@ -142,7 +138,7 @@ def check_depends_on(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
 
 
 def check_branches(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
-    names = [s.name for s in spec.steps]
+    names = {s.name for s in spec.steps}
     for step in spec.steps:
         branches = step.branch_targets()
         for branch, targets in branches.items():
@@ -158,17 +154,23 @@ def check_branches(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
 
 def check_code_paths(spec: PipelineSpec, at: Any) -> Iterator[Problem]:
     root = Path(spec.repo_root).resolve()
+    verdicts: dict[str, str | None] = {}
     for step in spec.steps:
         code = step.code_path()
-        if code is None:
-            continue
-        path = (root / code).resolve()
-        if not path.is_relative_to(root):
-            yield at(step.name, "code")(f"script '{code}' is outside the repository ({root}); "
-                                        "keep code under the repository")
-        elif not path.is_file():
-            near = [str(p.relative_to(root)) for p in path.parent.glob("*.py")] if path.parent.is_dir() else []
-            yield at(step.name, "code")(f"script '{code}' does not exist{did_you_mean(code, near)}")
+        if code is not None and code not in verdicts:
+            verdicts[code] = _code_path_problem(root, code)
+        if code is not None and verdicts[code]:
+            yield at(step.name, "code")(verdicts[code])
+
+
+def _code_path_problem(root: Path, code: str) -> str | None:
+    path = (root / code).resolve()
+    if not path.is_relative_to(root):
+        return f"script '{code}' is outside the repository ({root}); keep code under the repository"
+    if not path.is_file():
+        near = [str(p.relative_to(root)) for p in path.parent.glob("*.py")] if path.parent.is_dir() else []
+        return f"script '{code}' does not exist{did_you_mean(code, near)}"
+    return None
 
 
 def check_references(spec: PipelineSpec, sites: Sites) -> Iterator[Problem]:

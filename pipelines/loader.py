@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from pipelines.errors import ConfigError, Problem, did_you_mean
 from pipelines.pydantic_errors import problems_from
-from pipelines.refs import RefSyntaxError, parse_value
+from pipelines.refs import ParamRef, RefSyntaxError, parse_ref, parse_value, refs_in
 from pipelines.spec import Defaults, EnvSettings, Parameter, PipelineSpec, check_param_value, parse_param_text
 from pipelines.yamlsource import SourceMap, format_path, load_yaml
 
@@ -175,13 +175,23 @@ def _parameters(raw: Any, smap: SourceMap, problems: list[Problem]) -> dict[str,
         return {}
     out = {}
     for name, body in raw.items():
-        if not isinstance(name, str) or not name.replace("_", "a").isalnum() or name[0].isdigit():
-            problems.append(smap.problem(("parameters", name), "a parameter name uses letters, digits and _"))
+        if not _referable(name):
+            problems.append(smap.problem(("parameters", name), f"{name!r} could never be referenced as "
+                                         "${params.NAME}: a parameter name uses ASCII letters, digits, _ and -, "
+                                         "and starts with a letter or _"))
             continue
         param = _validate(Parameter, body, ("parameters", name), smap, problems)
         if param is not None:
             out[name] = param
     return out
+
+
+def _referable(name: Any) -> bool:
+    """Whether `${params.<name>}` refers to this parameter: the reference syntax decides what a name is."""
+    try:
+        return isinstance(name, str) and parse_ref(f"params.{name}") == ParamRef(name)
+    except RefSyntaxError:
+        return False
 
 
 def _param_values(parameters: dict[str, Parameter], overrides: Iterable[str], shown: str,
@@ -222,10 +232,10 @@ def _steps(raw: Any, smap: SourceMap, problems: list[Problem]) -> tuple[list[Any
         if not isinstance(body, dict):
             problems.append(smap.problem(where, "each step is a mapping with at least name and type"))
             continue
-        label = f"steps.{body['name']}" if isinstance(body.get("name"), str) else format_path(where)
+        label = ("steps", body["name"]) if isinstance(body.get("name"), str) else where
 
-        def locate(path: tuple, message: str, label: str = label) -> Problem:
-            return smap.problem(path, message, format_path((label,) + path[2:]))
+        def locate(path: tuple, message: str, label: tuple = label) -> Problem:
+            return smap.problem(path, message, format_path(label + path[2:]))
 
         kind = body.get("type")
         if not isinstance(kind, str) or kind not in STEP_TYPES:
@@ -258,7 +268,5 @@ def _parse_refs(value: Any, path: tuple, locate: Any, problems: list[Problem], s
     except RefSyntaxError as exc:
         problems.append(locate(path, str(exc)))
         return value
-    from pipelines.refs import refs_in
-
     sites.extend((step, ref, path, locate) for ref in refs_in(parsed))
     return parsed

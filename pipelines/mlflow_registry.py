@@ -3,6 +3,7 @@
 MLflow versions have no approval status, so the status, metrics, lineage and each recorded change
 live in version tags (`sagepipe.*`). Every change is its own tag, so two changes at once both stay
 recorded; version numbers come from MLflow's store, so two registrations at once get two versions.
+A version's source is its model.tar.gz (as SageMaker's ModelDataUrl), logged to a run's artifacts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipelines.model_archive import ARCHIVE, ModelArchiveError, model_folder, pack, unpack
 from pipelines.registry import Registry, RegistryError, check_transition, history_entry
 from pipelines.tracking import artifact_root, mlflow_client
 
@@ -63,7 +65,7 @@ class MlflowRegistry(Registry):
         return _package(found)
 
     def model_path(self, package: dict[str, Any]) -> Path:
-        """The version's model files, downloaded once under the local models folder."""
+        """The version's model files, downloaded (and extracted) once under the local models folder."""
         target = self.download_root / package["group"] / str(package["version"])
         if target.is_dir():
             return target
@@ -72,9 +74,14 @@ class MlflowRegistry(Registry):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{package['version']}."))
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=package["model_uri"], dst_path=str(staging),
-                                                        tracking_uri=self.uri)
-            Path(local).rename(target)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=package["model_uri"],
+                                                             dst_path=str(staging), tracking_uri=self.uri))
+            if local.is_file():
+                unpack(local, target)
+            else:  # a version registered before model archives: the folder itself
+                local.rename(target)
+        except ModelArchiveError as exc:
+            raise RegistryError(f"{package['group']} version {package['version']}: {exc}") from None
         except OSError:
             if not target.is_dir():  # not merely downloaded meanwhile by another process
                 raise
@@ -83,9 +90,11 @@ class MlflowRegistry(Registry):
         return target
 
     # --- writing ---------------------------------------------------------------------------------
-    def register(self, group: str, model_dir: Path, metrics: dict[str, Any], status: str,
+    def register(self, group: str, model: Path, metrics: dict[str, Any], status: str,
                  lineage: dict[str, Any], run_id: str | None = None) -> tuple[dict[str, Any], bool]:
-        """Add a version (or return the existing one for an identical model); (package, created)."""
+        """Add a version (or return the existing one for an identical model); (package, created).
+
+        model is a model folder or a model.tar.gz (or a folder holding one)."""
         client = self.client
         self._ensure_group(group)
         same = [p for p in self.versions(group) if p["lineage"].get("model_hash") == lineage.get("model_hash")]
@@ -95,8 +104,10 @@ class MlflowRegistry(Registry):
             run_id = client.create_run(self._experiment_id(), run_name=f"register-{group}",
                                        tags={"sagepipe.kind": "registration"}).info.run_id
             client.set_terminated(run_id, "FINISHED")
-        client.log_artifacts(run_id, str(model_dir), "model_package")
-        source = client.get_run(run_id).info.artifact_uri.rstrip("/") + "/model_package"
+        with model_folder(model) as files, tempfile.TemporaryDirectory() as scratch:
+            pack(files, Path(scratch) / ARCHIVE)
+            client.log_artifact(run_id, str(Path(scratch) / ARCHIVE), "model_package")
+        source = client.get_run(run_id).info.artifact_uri.rstrip("/") + f"/model_package/{ARCHIVE}"
         first = history_entry(status, "registered", None)
         tags = {STATUS_TAG: status, METRICS_TAG: json.dumps(metrics, sort_keys=True),
                 LINEAGE_TAG: json.dumps(lineage, sort_keys=True), _history_key(): json.dumps(first)}

@@ -3,8 +3,9 @@
 Every backend returns the same package dict: group, version, status, created_at, metrics, lineage,
 model_uri, run_id and history (who, when, note, previous status for each change).
 The file backend here is used when no tracking store is configured: `.sagepipe/registry/<group>/
-<version>/` holding `package.json` and `model/`; versions are claimed with an atomic mkdir, so two
-registrations at once get two versions. `open_registry` picks the backend for an environment.
+<version>/` holding `package.json`, `model.tar.gz` (the model_uri, as SageMaker's ModelDataUrl) and
+`model/` (its files, for serving); versions are claimed with an atomic mkdir, so two registrations at
+once get two versions. `open_registry` picks the backend for an environment.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from pipelines.errors import did_you_mean
 from pipelines.fsutil import atomic_write_json, link_tree
+from pipelines.model_archive import ARCHIVE, model_folder, pack
 
 STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 
@@ -107,9 +109,11 @@ class LocalRegistry(Registry):
             raise self.no_such_version(group, version)
         return json.loads(manifest.read_text())
 
-    def register(self, group: str, model_dir: Path, metrics: dict[str, Any], status: str,
+    def register(self, group: str, model: Path, metrics: dict[str, Any], status: str,
                  lineage: dict[str, Any], run_id: str | None = None) -> tuple[dict[str, Any], bool]:
-        """Add a version (or return the existing one for an identical model); (package, created)."""
+        """Add a version (or return the existing one for an identical model); (package, created).
+
+        model is a model folder or a model.tar.gz (or a folder holding one)."""
         group_dir = self.root / group
         group_dir.mkdir(parents=True, exist_ok=True)
         existing = [p for p in self.versions(group) if p["lineage"].get("model_hash") == lineage.get("model_hash")]
@@ -117,10 +121,12 @@ class LocalRegistry(Registry):
             return existing[-1], False
         version = self._claim_version(group_dir)
         folder = group_dir / str(version)
-        link_tree(model_dir, folder / "model")
+        with model_folder(model) as files:
+            pack(files, folder / ARCHIVE)
+            link_tree(files, folder / "model")
         package = {
             "group": group, "version": version, "status": status, "created_at": _now(),
-            "metrics": metrics, "lineage": lineage, "model_uri": str(folder / "model"),
+            "metrics": metrics, "lineage": lineage, "model_uri": str(folder / ARCHIVE),
             "run_id": lineage.get("run_id"), "history": [history_entry(status, "registered", None)],
         }
         atomic_write_json(folder / "package.json", package)
@@ -138,8 +144,9 @@ class LocalRegistry(Registry):
         return package
 
     def model_path(self, package: dict[str, Any]) -> Path:
-        """A local folder holding the version's model files."""
-        return Path(package["model_uri"])
+        """A local folder holding the version's model files (model.tar.gz extracted at registration)."""
+        uri = Path(package["model_uri"])
+        return uri.parent / "model" if uri.name == ARCHIVE else uri  # older versions name the folder itself
 
     def _group_dir(self, group: str) -> Path:
         folder = self.root / group

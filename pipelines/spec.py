@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STEP_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+IO_NAME = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _PARAM_TYPES = {"string": (str,), "integer": (int,), "float": (int, float), "boolean": (bool,)}
+
+
+def _io_name(name: str) -> str:
+    if not re.fullmatch(IO_NAME, name):
+        raise ValueError(f"{name!r} is not a valid input or output name (it names a folder): use 1-63 letters, "
+                         "digits, _ and -, not starting with -, e.g. 'train_data'")
+    return name
+
+
+def _env_name(name: str) -> str:
+    if not re.fullmatch(ENV_NAME, name):
+        raise ValueError(f"{name!r} is not an environment variable name: use letters, digits and _, "
+                         "not starting with a digit, e.g. 'LOG_LEVEL'")
+    return name
+
+
+def _relative_path(path: str) -> str:
+    parts = PurePosixPath(path).parts
+    if not parts or path.startswith("/") or ".." in parts:
+        raise ValueError(f"{path!r} must be a file path relative to its folder, without '..', "
+                         "e.g. 'evaluation.json'")
+    return path
+
+
+IoName = Annotated[str, AfterValidator(_io_name)]
+EnvName = Annotated[str, AfterValidator(_env_name)]
+RelativePath = Annotated[str, AfterValidator(_relative_path)]
 
 
 class Strict(BaseModel):
@@ -130,6 +161,10 @@ class StepSpec(Strict):
     def code_path(self) -> str | None:
         """The script this step runs, if any."""
         return None
+
+    def sagemaker_output(self, compiled: Any, output: str) -> Any:
+        """The SDK property of this step's compiled form that holds output `output` (its S3 URI)."""
+        raise ValueError(f"step '{self.name}' ({self.type}) has no outputs on SageMaker")
 
 
 class EnvSettings(Strict):

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.spec import Cache, Resources, Retry, StepSpec
+from pipelines.fsutil import remove_path
+from pipelines.spec import Cache, EnvName, IoName, Resources, Retry, StepSpec
 
 class ScriptStep(StepSpec):
     """A step that runs a model_code script in a container (locally: a subprocess)."""
 
     code: str
-    inputs: dict[str, Any] = {}
-    environment: dict[str, Any] = {}
+    inputs: dict[IoName, Any] = {}
+    environment: dict[EnvName, Any] = {}
     resources: Resources | None = None
     image: str | None = None
     sagemaker: dict[str, Any] = {}
@@ -33,12 +34,7 @@ class ScriptStep(StepSpec):
 def link_input(source: Path, mount: Path) -> None:
     """Make `mount` a folder that holds source (a folder's contents, or a single file)."""
     mount.parent.mkdir(parents=True, exist_ok=True)
-    if mount.is_symlink() or mount.is_file():
-        mount.unlink()
-    elif mount.exists():
-        import shutil
-
-        shutil.rmtree(mount)
+    remove_path(mount)
     if source.is_dir():
         mount.symlink_to(source.resolve(), target_is_directory=True)
     else:

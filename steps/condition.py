@@ -123,11 +123,8 @@ class ConditionStep(StepSpec):
                            note=f"{shown} is {'true' if holds else 'false'}")
 
     def compile_sagemaker(self, cc: Any) -> Any:
-        """A ConditionStep over parameters; over metrics, a gate job (see pipelines/sagemaker/gate.py)."""
-        from pipelines.refs import MetricRef
-
-        if any(isinstance(r, MetricRef) for r in expr_refs(self.condition)):
-            return self._compile_gate(cc)
+        """A ConditionStep: parameters as they are, report values through JsonGet on the evaluation step's
+        PropertyFile; the if_true and if_false steps are its IfSteps and ElseSteps."""
         from sagemaker.mlops.workflow import ConditionStep as SdkConditionStep
 
         expr = self.condition
@@ -136,57 +133,9 @@ class ConditionStep(StepSpec):
         cc.held.update(self.if_true + self.if_false)
         return SdkConditionStep(
             name=self.name, conditions=conditions, description=self.description or None,
-            if_steps=[cc.steps[n] for n in self.if_true], else_steps=[cc.steps[n] for n in self.if_false],
+            if_steps=[cc.steps[n] for n in self.if_true if cc.steps[n] is not None],
+            else_steps=[cc.steps[n] for n in self.if_false if cc.steps[n] is not None],
             depends_on=cc.depends_on(self))
-
-    def _compile_gate(self, cc: Any) -> Any:
-        """A small processing job that stops the pipeline (with the fail step's message) when the condition
-        does not hold; the true branch runs after it. The published schema has no JsonGet to do otherwise."""
-        import json
-        from pathlib import Path
-
-        from sagemaker.core.shapes import ProcessingInput, ProcessingS3Input
-
-        from pipelines.refs import MetricRef, OutputRef, ParamRef
-        from pipelines.sagemaker import gate
-
-        fails = [cc.spec.step(n) for n in self.if_false]
-        if any(step.type != "fail" for step in fails):
-            raise ValueError(f"condition '{self.name}': on SageMaker a condition over metrics can only stop the "
-                             "pipeline; its if_false steps must be fail steps")
-        refs = expr_refs(self.condition)
-        reported = sorted({r.step for r in refs if isinstance(r, MetricRef)})
-        inputs = [ProcessingInput(input_name=step, s3_input=ProcessingS3Input(
-            s3_uri=cc.value(OutputRef(step, cc.spec.step(step).report.output)), s3_data_type="S3Prefix",
-            local_path=f"/opt/ml/processing/input/{step}", s3_input_mode="File")) for step in reported]
-        arguments = ["--condition", json.dumps(_expr_json(self.condition), sort_keys=True),
-                     "--message", cc.plain_text(fails[0].message) if fails else "the condition does not hold"]
-        for name in sorted({r.name for r in refs if isinstance(r, ParamRef)}):
-            arguments += ["--param", name, cc.parameters[name]]
-        for step in reported:
-            arguments += ["--report", step, cc.spec.step(step).report.path]
-        gate_step = cc.script_job(self, Path(gate.__file__), arguments, inputs)
-        cc.held.update(self.if_false)
-        for target in self.if_true:
-            cc.steps[target].add_depends_on([gate_step])
-        return gate_step
-
-
-def _expr_json(expr: Expr) -> dict:
-    """The condition for gate.py: metrics as {"metric": [step, key]}, parameters as {"param": name}."""
-    from pipelines.refs import MetricRef, ParamRef
-
-    def operand(value: Any) -> Any:
-        if isinstance(value, MetricRef):
-            return {"metric": [value.step, value.key]}
-        if isinstance(value, ParamRef):
-            return {"param": value.name}
-        return value
-    if isinstance(expr, Comparison):
-        return {"left": operand(expr.left), "op": expr.op, "right": operand(expr.right)}
-    if expr.op == "not":
-        return {"not": _expr_json(expr.operands[0])}
-    return {expr.op: [_expr_json(o) for o in expr.operands]}
 
 
 def sdk_condition(expr: Expr, cc: Any) -> Any:

@@ -109,22 +109,9 @@ class DeployStep(StepSpec):
             done += f" ({ensure_server(record, self.local.port, self.local.workers)})"
         return done
 
-    def compile_sagemaker(self, cc: Any) -> Any:
-        """When enabled, a job that deploys the newest Approved version, as here (pipelines/sagemaker/deploy_job.py).
+    def compile_sagemaker(self, cc: Any) -> None:
+        """Nothing, in every env: on AWS an approval deploys (EventBridge -> the deploy CodePipeline, infra/cicd.yaml).
 
-        Staging and prod set enabled: false: there an approval deploys (EventBridge -> deploy pipeline).
+        The deploy pipeline takes this step's endpoint settings through `sagepipe endpoint-params`.
         """
-        if not self.enabled:
-            return None
-        import json
-
-        from pipelines.sagemaker import deploy_job
-        from pipelines.sagemaker.endpoint_params import endpoint_request
-
-        request = endpoint_request(cc.spec, self)
-        tags = {str(k): str(v) for k, v in (cc.spec.settings.sagemaker.get("tags") or {}).items()}
-        arguments = ["--model-group", self.model_group, "--endpoint-name", self.endpoint_name, "--role", cc.role,
-                     "--region", cc.region, "--tags", json.dumps(tags, sort_keys=True)]
-        for name, part in request.items():
-            arguments += [f"--{name.replace('_', '-')}", json.dumps(part, sort_keys=True)]
-        return cc.script_job(self, Path(deploy_job.__file__), arguments)
+        return None

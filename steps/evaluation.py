@@ -10,7 +10,7 @@ from pydantic import model_validator
 
 from pipelines.errors import StepFailed
 from pipelines.local.context import LocalResult, StepContext
-from pipelines.spec import Strict
+from pipelines.spec import RelativePath, Strict
 from steps.processing import ProcessingStep
 
 
@@ -18,7 +18,7 @@ class Report(Strict):
     """Where the metrics report lies: a JSON file inside one of the step's outputs."""
 
     output: str = "evaluation"
-    path: str = "evaluation.json"
+    path: RelativePath = "evaluation.json"
 
 
 class EvaluationStep(ProcessingStep):
@@ -46,8 +46,12 @@ class EvaluationStep(ProcessingStep):
 
 
     def compile_sagemaker(self, cc: Any, property_files: list[Any] | None = None) -> Any:
-        """A ProcessingStep; conditions read its report through a gate job (the schema has no PropertyFiles)."""
-        return super().compile_sagemaker(cc)
+        """A ProcessingStep declaring its report as a PropertyFile, which conditions read with JsonGet."""
+        from sagemaker.core.workflow.properties import PropertyFile
+
+        report = PropertyFile(name=f"{self.name}-report", output_name=self.report.output, path=self.report.path)
+        cc.property_files[self.name] = report
+        return super().compile_sagemaker(cc, [report])
 
 
 def read_report(path: Path, shown: str) -> dict:

@@ -19,7 +19,8 @@ class FailStep(StepSpec):
         raise StepFailed(str(ctx.resolve(self.message)))
 
     def compile_sagemaker(self, cc: Any) -> Any:
+        """A FailStep; references in the message become a Join over parameters and report values (JsonGet)."""
         from sagemaker.mlops.workflow import FailStep as SdkFailStep
 
-        return SdkFailStep(name=self.name, error_message=cc.plain_text(self.message), description=self.description or None,
+        return SdkFailStep(name=self.name, error_message=cc.text(self.message), description=self.description or None,
                            depends_on=cc.depends_on(self))

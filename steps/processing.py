@@ -11,6 +11,7 @@ from pydantic import field_validator
 
 from pipelines.errors import StepFailed
 from pipelines.local.context import LocalResult, StepContext
+from pipelines.spec import IoName
 from steps.base import ScriptStep, link_input
 
 
@@ -18,7 +19,7 @@ class ProcessingStep(ScriptStep):
     """SageMaker ProcessingStep: inputs under /opt/ml/processing/input/<name>, outputs under .../output/<name>."""
 
     type: Literal["processing"] = "processing"
-    outputs: dict[str, str | None] = {}
+    outputs: dict[IoName, str | None] = {}
     arguments: list[Any] = []
 
     @field_validator("outputs", mode="before")
@@ -55,8 +56,12 @@ class ProcessingStep(ScriptStep):
         return LocalResult(outputs=outputs)
 
 
+    def sagemaker_output(self, compiled: Any, output: str) -> Any:
+        return compiled.properties.ProcessingOutputConfig.Outputs[output].S3Output.S3Uri
+
     def compile_sagemaker(self, cc: Any, property_files: list[Any] | None = None) -> Any:
-        """A ProcessingStep: the code folder as input `code`, inputs and outputs as in the container contract."""
+        """A ProcessingStep: the code folder as input `code`, inputs and outputs as in the container contract,
+        outputs under this execution's prefix."""
         from sagemaker.core.processing import Processor
         from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
         from sagemaker.mlops.workflow import ProcessingStep as SdkProcessingStep
@@ -72,7 +77,7 @@ class ProcessingStep(ScriptStep):
             s3_uri=cc.stage(code.parent), local_path="/opt/ml/processing/input/code", s3_data_type="S3Prefix",
             s3_input_mode="File", s3_data_distribution_type="FullyReplicated")))
         outputs = [ProcessingOutput(output_name=name, s3_output=ProcessingS3Output(
-            s3_uri=cc.output_uri(self.name, name), local_path=f"/opt/ml/processing/output/{name}",
+            s3_uri=cc.execution_uri(self.name, name), local_path=f"/opt/ml/processing/output/{name}",
             s3_upload_mode="EndOfJob")) for name in self.outputs]
         resources = cc.resources(self)
         processor = Processor(

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pipelines.errors import StepFailed
 from pipelines.fsutil import hash_path
 from pipelines.local.context import LocalResult, StepContext
-from pipelines.refs import OutputRef
+from pipelines.model_archive import ModelArchiveError, model_folder
+from pipelines.refs import OutputRef, ParamRef
 from pipelines.registry import RegistryError, open_registry
-from pipelines.spec import StepSpec
+from pipelines.spec import RelativePath, StepSpec
 from pipelines.tracking import git_commit
 from steps.evaluation import read_report
 
@@ -24,24 +25,36 @@ class RegisterStep(StepSpec):
     model: Any
     model_group: str = Field(pattern=r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")
     metrics: Any = None
-    metrics_file: str = "evaluation.json"
-    approval_status: Literal["PendingManualApproval", "Approved", "Rejected"] = "PendingManualApproval"
+    metrics_file: RelativePath = "evaluation.json"
+    approval_status: Any = "PendingManualApproval"  # a literal status or ${params.<name>}
     inference: dict[str, Any] = {}
     sagemaker: dict[str, Any] = {}
 
+    @field_validator("approval_status")
+    @classmethod
+    def _known_status(cls, value: Any) -> Any:
+        if not isinstance(value, ParamRef) and value not in APPROVAL_STATUSES:
+            raise ValueError(f"{value!r} is not an approval status; use one of {', '.join(APPROVAL_STATUSES)} "
+                             "or a parameter, e.g. ${params.model_approval_status}")
+        return value
+
     def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
-        model_dir = Path(ctx.resolve(self.model))
-        if not model_dir.is_dir() or not any(model_dir.iterdir()):
-            raise StepFailed(f"model folder {model_dir} is missing or empty")
+        status = ctx.resolve(self.approval_status)
+        if status not in APPROVAL_STATUSES:
+            raise StepFailed(f"approval status {status!r} is not one of {', '.join(APPROVAL_STATUSES)}")
+        model = Path(ctx.resolve(self.model))
         metrics: dict[str, Any] = {}
         if self.metrics is not None:
             metrics = read_report(Path(ctx.resolve(self.metrics)) / self.metrics_file, self.metrics_file)
         registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
         try:
-            package, created = registry.register(self.model_group, model_dir, metrics, self.approval_status,
-                                                 self._lineage(ctx, model_dir),
-                                                 run_id=ctx.tracking_env.get("MLFLOW_RUN_ID"))
-        except RegistryError as exc:
+            with model_folder(model) as model_dir:
+                if not model_dir.is_dir() or not any(model_dir.iterdir()):
+                    raise StepFailed(f"model {model} is missing or empty (a model.tar.gz or a model folder)")
+                package, created = registry.register(self.model_group, model_dir, metrics, status,
+                                                     self._lineage(ctx, model_dir),
+                                                     run_id=ctx.tracking_env.get("MLFLOW_RUN_ID"))
+        except (RegistryError, ModelArchiveError) as exc:
             raise StepFailed(str(exc)) from None
         version = package["version"]
         if created:
@@ -67,32 +80,38 @@ class RegisterStep(StepSpec):
         return lineage
 
     def compile_sagemaker(self, cc: Any) -> Any:
-        """A RegisterModel step: a version in the model package group, with the evaluation report as metrics."""
+        """A RegisterModel step: a version in the model package group with an explicit approval status (a
+        literal or a parameter), this execution's report as its metrics, and the serving container's settings."""
         from sagemaker.core.model_registry import create_model_package_from_containers
+        from sagemaker.core.workflow.functions import Join
         from sagemaker.core.workflow.pipeline_context import _ModelStepArguments
         from sagemaker.mlops.workflow import ModelStep
 
         from pipelines.sagemaker.compiler import INFERENCE_IMAGE
 
-        if self.approval_status != "PendingManualApproval":
-            raise ValueError(f"register step '{self.name}': on SageMaker a new version is PendingManualApproval "
-                             "(the published definition schema has no ModelApprovalStatus); approve it after review")
-
         cc.session.context = _ModelStepArguments(_SessionHolder(cc.session))
         instances = self.inference.get("instance_types", ["ml.m5.large", "ml.m5.xlarge"])
         image = self.inference.get("image") or cc.framework_image(self, INFERENCE_IMAGE, instances[0])
-        container = {"Image": image, "ModelDataUrl": cc.value(self.model)}
+        environment = {**SERVING_ENVIRONMENT, "SAGEMAKER_REGION": cc.region,
+                       **{str(k): cc.text(v) for k, v in self.inference.get("environment", {}).items()}}
+        container = {"Image": image, "ModelDataUrl": cc.value(self.model), "Environment": environment}
         metrics = None
-        if isinstance(self.metrics, OutputRef):
-            report = f"{cc.output_uri(self.metrics.step, self.metrics.output)}/{self.metrics_file}"
+        if self.metrics is not None:
+            report = Join(on="/", values=[cc.value(self.metrics), self.metrics_file])
             metrics = {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": report}}}
         step_args = create_model_package_from_containers(
             cc.session, containers=[container], content_types=["text/csv", "application/json"],
             response_types=["text/csv", "application/json"], inference_instances=instances,
             transform_instances=instances, model_package_group_name=self.model_group, model_metrics=metrics,
-            approval_status=self.approval_status)
+            approval_status=cc.value(self.approval_status))
         return ModelStep(name=self.name, step_args=step_args, description=self.description or None,
                          depends_on=cc.depends_on(self), retry_policies=cc.retry_policies(self, job=False) or None)
+
+
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+# The framework inference containers run code/inference.py from the model archive (model_io.pack_serving_code).
+SERVING_ENVIRONMENT = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                       "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}
 
 
 class _SessionHolder:

@@ -12,7 +12,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipelines.errors import StepFailed
+from pipelines.fsutil import remove_path
 from pipelines.local.context import LocalResult, StepContext
+from pipelines.model_archive import ARCHIVE, pack
 from pipelines.netutil import free_port
 from pipelines.spec import Strict
 from steps.base import ScriptStep, link_input
@@ -38,7 +40,8 @@ class TrainingStep(ScriptStep):
         return list(OUTPUTS)
 
     def local_output_dirs(self, step_dir: Path) -> dict[str, Path]:
-        return {"model": step_dir / "model", "output": step_dir / "output" / "data"}
+        """`model` is a file, as on SageMaker: SM_MODEL_DIR (<step>/model) packed into output/model.tar.gz."""
+        return {"model": step_dir / "output" / ARCHIVE, "output": step_dir / "output" / "data"}
 
     def local_fingerprint(self, ctx: StepContext) -> dict[str, Any]:
         return {"hyperparameters": ctx.resolve(self.hyperparameters),
@@ -50,29 +53,40 @@ class TrainingStep(ScriptStep):
         for name, source in inputs.items():
             link_input(source, channels[name])
         outputs = self.local_output_dirs(ctx.step_dir)
-        for folder in outputs.values():
+        model_dir = ctx.step_dir / "model"
+        remove_path(outputs["model"])
+        for folder in (model_dir, outputs["output"]):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
         checkpoints = ctx.step_dir / "checkpoints"
         checkpoints.mkdir(exist_ok=True)
         hps = ctx.resolve(self.hyperparameters)
         env = {str(k): str(v) for k, v in ctx.resolve(self.environment).items()}
-        env.update(training_env(channels, outputs, hps, checkpoints))
+        env.update(training_env(channels, model_dir, outputs["output"], hps, checkpoints))
         argv = [sys.executable, *self._launcher(ctx), str(ctx.repo_path(self.code))]
         for key, value in hps.items():
             argv += [f"--{key}", _hp_text(value)]
         code = ctx.run_process(argv, env, ctx.step_dir)
         if code != 0:
             raise StepFailed(f"script {self.code} exited with code {code}")
+        pack(model_dir, outputs["model"])
         return LocalResult(outputs=outputs)
 
 
+    def sagemaker_output(self, compiled: Any, output: str) -> Any:
+        if output == "model":
+            return compiled.properties.ModelArtifacts.S3ModelArtifacts
+        return compiled.properties.OutputDataConfig.S3OutputPath
+
     def compile_sagemaker(self, cc: Any) -> Any:
-        """A TrainingStep from ModelTrainer: the code folder as source, channels from the inputs."""
+        """A TrainingStep from ModelTrainer with SourceCode (and Torchrun for a distribution); output and
+        checkpoints under this execution's prefix, so no execution resumes from another's checkpoint."""
         from sagemaker.core.shapes import StoppingCondition
-        from sagemaker.core.training.configs import CheckpointConfig, Compute, InputData
+        from sagemaker.core.training.configs import (CheckpointConfig, Compute, InputData, OutputDataConfig,
+                                                     SourceCode)
         from sagemaker.mlops.workflow import TrainingStep as SdkTrainingStep
         from sagemaker.train import ModelTrainer
+        from sagemaker.train.distributed import Torchrun
 
         code = cc.repo_path(self.code)
         resources = cc.resources(self)
@@ -84,22 +98,25 @@ class TrainingStep(ScriptStep):
         max_run = int(cloud.get("max_runtime_s", 86400))
         stopping = StoppingCondition(max_runtime_in_seconds=max_run,
                                      max_wait_time_in_seconds=int(cloud.get("max_wait_s", 2 * max_run)) if spot else None)
-        checkpoints = CheckpointConfig(s3_uri=f"s3://{cc.bucket}/{cc.spec.name}/checkpoints/{self.name}",
-                                       local_path="/opt/ml/checkpoints")
-        # Script mode of the framework container (it installs requirements.txt from the archive): the
-        # SDK's driver launch (ContainerEntrypoint) is newer than the published definition schema.
-        program, launcher, extra = self._program(code)
-        script_mode = {"sagemaker_program": program, "sagemaker_submit_directory": cc.code_archive(code.parent, extra),
-                       "sagemaker_region": cc.region, **launcher}
-        trainer = ModelTrainer(
-            training_image=cc.image(self), role=cc.role, base_job_name=self.name, sagemaker_session=cc.session,
-            compute=compute, stopping_condition=stopping, checkpoint_config=checkpoints,
-            hyperparameters={**{k: cc.text(v) for k, v in self.hyperparameters.items()}, **script_mode},
-            environment={str(k): cc.text(v) for k, v in self.environment.items()}, networking=cc.networking(),
-        )
+        requirements = "requirements.txt" if (code.parent / "requirements.txt").is_file() else None
         channels = [InputData(channel_name=name, data_source=cc.input_source(value))
                     for name, value in self.inputs.items()]
-        return SdkTrainingStep(name=self.name, step_args=trainer.train(input_data_config=channels),
+        trainer = ModelTrainer(
+            training_image=cc.image(self), role=cc.role, base_job_name=self.name, sagemaker_session=cc.session,
+            source_code=SourceCode(source_dir=os.path.relpath(code.parent, Path(cc.spec.repo_root).resolve()),
+                                   entry_script=code.name, requirements=requirements),
+            distributed=Torchrun(process_count_per_node=self.distribution.processes_per_host)
+            if self.distribution else None,
+            compute=compute, stopping_condition=stopping,
+            output_data_config=OutputDataConfig(s3_output_path=cc.execution_uri(self.name, "output"),
+                                                kms_key_id=cc.kms_key()),
+            checkpoint_config=CheckpointConfig(s3_uri=cc.execution_uri(self.name, "checkpoints"),
+                                               local_path="/opt/ml/checkpoints"),
+            hyperparameters={k: cc.text(v) for k, v in self.hyperparameters.items()},
+            environment={str(k): cc.text(v) for k, v in self.environment.items()}, networking=cc.networking(),
+        )
+        step_args = trainer.train(input_data_config=channels)  # runs at definition time, in the repo root
+        return SdkTrainingStep(name=self.name, step_args=step_args,
                                description=self.description or None, cache_config=cc.cache_config(self),
                                retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
 
@@ -112,30 +129,15 @@ class TrainingStep(ScriptStep):
         return ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
                 "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
 
-    def _program(self, code: Path) -> tuple[str, dict[str, str], dict[str, bytes] | None]:
-        """(script mode program, its hyperparameters, files to add to the archive): with a distribution,
-        our torchrun launcher (pipelines/sagemaker/torchrun_launcher.py) starts the script on every host."""
-        if self.distribution is None:
-            return code.name, {}, None
-        from pipelines.sagemaker import torchrun_launcher
 
-        launcher = Path(torchrun_launcher.__file__)
-        return (LAUNCHER, {"sagepipe_entry_point": code.name,
-                           "sagepipe_processes_per_host": str(self.distribution.processes_per_host)},
-                {LAUNCHER: launcher.read_bytes()})
-
-
-LAUNCHER = "sagepipe_torchrun.py"
-
-
-def training_env(channels: dict[str, Path], outputs: dict[str, Path], hps: dict[str, Any],
+def training_env(channels: dict[str, Path], model_dir: Path, output_dir: Path, hps: dict[str, Any],
                  checkpoints: Path) -> dict[str, str]:
     """The SM_* variables a SageMaker training container sets, pointing at local folders."""
     env = {f"SM_CHANNEL_{name.upper().replace('-', '_')}": str(path) for name, path in channels.items()}
     env.update({
         "SM_CHANNELS": json.dumps(sorted(channels)),
-        "SM_MODEL_DIR": str(outputs["model"]),
-        "SM_OUTPUT_DATA_DIR": str(outputs["output"]),
+        "SM_MODEL_DIR": str(model_dir),
+        "SM_OUTPUT_DATA_DIR": str(output_dir),
         "SM_HPS": json.dumps(hps, sort_keys=True),
         "SM_HOSTS": json.dumps(["algo-1"]),
         "SM_CURRENT_HOST": "algo-1",

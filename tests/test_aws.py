@@ -22,8 +22,8 @@ REGION, BUCKET = "us-east-1", "sagepipe-dev-artifacts"  # configs/env/dev.yaml
 def moto_server(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "moto_server.py"), "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 30
     while True:
         try:
@@ -51,8 +51,6 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch):
     s3.create_bucket(Bucket=BUCKET)
     sm = boto3.client("sagemaker", region_name=REGION)
     yield {"s3": s3, "sm": sm}
-    for endpoint in sm.list_endpoints()["Endpoints"]:
-        sm.delete_endpoint(EndpointName=endpoint["EndpointName"])
     for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         s3.delete_object(Bucket=BUCKET, Key=item["Key"])
     s3.delete_bucket(Bucket=BUCKET)
@@ -164,81 +162,3 @@ def test_aws_errors_become_one_line_that_names_the_fix(code: str, expected: str)
         with explained("starting pipeline p"):
             raise ClientError({"Error": {"Code": code, "Message": "User is not authorized"}}, "StartPipelineExecution")
     assert str(caught.value) == f"starting pipeline p: {expected}"
-
-
-def _deploy_job(*extra: str) -> subprocess.CompletedProcess:
-    """The dev definition's deploy job, as compiled (tests/golden), run against the moto server, for a group
-    of its own (the last --model-group wins)."""
-    golden = json.loads((REPO / "tests" / "golden" / "fraud-detection.dev.json").read_text())
-    (step,) = [s for s in golden["Steps"] if s["Name"] == "deploy"]
-    argv = step["Arguments"]["AppSpecification"]["ContainerArguments"]
-    return subprocess.run([sys.executable, str(REPO / "pipelines" / "sagemaker" / "deploy_job.py"), *argv,
-                           "--poll-s", "0.1", "--wait-s", "5", "--model-group", GROUP, *extra], capture_output=True, text=True, timeout=60)
-
-
-GROUP = "fraud-deploy"
-
-
-def _register(sm, approve: bool) -> str:
-    arn = sm.create_model_package(
-        ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
-        InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": f"s3://{BUCKET}/model.tar.gz"}],
-                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
-    )["ModelPackageArn"]
-    if approve:
-        sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
-    return arn
-
-
-def test_the_dev_deploy_job_serves_the_newest_approved_version(aws: dict) -> None:
-    sm = aws["sm"]
-    sm.create_model_package_group(ModelPackageGroupName=GROUP)
-    _register(sm, approve=False)
-    waiting = _deploy_job()
-    assert waiting.returncode == 0, waiting.stderr
-    assert "no approved version of fraud-deploy yet" in waiting.stdout
-    assert not sm.list_endpoints(NameContains="fraud-detection-dev")["Endpoints"]
-
-    first = _register(sm, approve=True)
-    created = _deploy_job()
-    assert created.returncode == 0, created.stderr
-    assert "endpoint fraud-detection-dev created: it serves fraud-deploy version 2" in created.stdout
-    endpoint = sm.describe_endpoint(EndpointName="fraud-detection-dev")
-    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-    (variant,) = config["ProductionVariants"]
-    assert (variant["InstanceType"], variant["InitialInstanceCount"]) == ("ml.m5.large", 1)
-    model = sm.describe_model(ModelName=variant["ModelName"])
-    assert model["Containers"][0]["ModelPackageName"] == first
-    assert {"Key": "stage", "Value": "dev"} in sm.list_tags(ResourceArn=endpoint["EndpointArn"])["Tags"]
-
-    again = _deploy_job()
-    assert again.returncode == 0 and "endpoint fraud-detection-dev unchanged" in again.stdout
-
-    second = _register(sm, approve=True)
-    updated = _deploy_job()
-    assert updated.returncode == 0, updated.stderr
-    assert "endpoint fraud-detection-dev updated: it serves fraud-deploy version 3" in updated.stdout
-    moved = sm.describe_endpoint(EndpointName="fraud-detection-dev")["EndpointConfigName"]
-    (variant,) = sm.describe_endpoint_config(EndpointConfigName=moved)["ProductionVariants"]
-    assert sm.describe_model(ModelName=variant["ModelName"])["Containers"][0]["ModelPackageName"] == second
-
-
-def test_the_deploy_job_fails_with_the_endpoints_reason() -> None:
-    from pipelines.sagemaker import deploy_job
-
-    class Endpoint:  # what DescribeEndpoint returns while a bad model fails its health check
-        def __init__(self) -> None:
-            self.states = iter(["Creating", "Creating", "Failed"])
-
-        def describe_endpoint(self, EndpointName: str) -> dict:
-            return {"EndpointStatus": next(self.states), "FailureReason": "the container failed its ping check"}
-
-        def update_endpoint(self, **request) -> None:
-            raise AssertionError("a Failed endpoint cannot be updated")
-
-    with pytest.raises(deploy_job.DeployError, match="fraud-dev is Failed: the container failed its ping check"):
-        deploy_job.wait_in_service(Endpoint(), "fraud-dev", timeout_s=5, poll_s=0)
-    failed = Endpoint()
-    failed.states = iter(["Failed"])
-    with pytest.raises(deploy_job.DeployError, match="delete-endpoint --endpoint-name fraud-dev"):
-        deploy_job.point_endpoint(failed, "fraud-dev", "fraud-dev-v2-config", {}, {})

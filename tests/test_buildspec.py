@@ -21,7 +21,8 @@ PHASES = ("install", "pre_build", "build", "post_build")
 
 
 def codebuild(buildspec: dict, env: dict[str, str], workdir: Path) -> tuple[int, str]:
-    """Run the phases' commands in order in one shell (buildspec 0.2); the first failing command ends the build."""
+    """Run the phases' commands in order in one shell (buildspec 0.2: variables and `cd` carry over); the first
+    failing command ends the build."""
     lines = ["cd " + shlex.quote(str(workdir))]
     for key, value in buildspec.get("env", {}).get("variables", {}).items():
         lines.append(f"export {key}={shlex.quote(str(value))}")
@@ -30,7 +31,7 @@ def codebuild(buildspec: dict, env: dict[str, str], workdir: Path) -> tuple[int,
             command = MARKER if command.startswith("make test") else command
             shown = shlex.quote(command[:60])
             lines.append(f"echo [{phase}] {shown}")
-            lines.append(f"( {command} ) || {{ rc=$?; echo BUILD FAILED in {phase}: {shown}; exit $rc; }}")
+            lines.append(f"{{ {command}\n}} || {{ rc=$?; echo BUILD FAILED in {phase}: {shown}; exit $rc; }}")
     done = subprocess.run(["bash", "-c", "\n".join(lines)], env=env, capture_output=True, text=True, timeout=600)
     return done.returncode, done.stdout + done.stderr
 
@@ -57,7 +58,11 @@ def test_the_build_upserts_and_starts_the_pipeline(build_env: dict, aws: dict) -
     execution = json.loads((REPO / "build" / "execution.json").read_text())
     assert execution["status"] == "Succeeded" and ":pipeline/fraud-detection/execution/" in execution["arn"]
     listed = aws["sm"].list_pipeline_executions(PipelineName="fraud-detection")["PipelineExecutionSummaries"]
-    assert [e["PipelineExecutionArn"] for e in listed] == [execution["arn"]]
+    assert [e["PipelineExecutionArn"] for e in listed] == [execution["arn"]]  # the emulation used its own AWS
+    emulated = json.loads((REPO / "build" / "emulation.json").read_text())
+    assert emulated["status"] == "succeeded" and emulated["execution_arn"] != execution["arn"]
+    assert {s["name"]: s["status"] for s in emulated["steps"]}["register"] == "succeeded"
+    assert log.index("sagepipe emulate") < log.index("sagepipe upsert")
 
 
 def test_a_failing_command_fails_the_build(build_env: dict, tmp_path: Path) -> None:
@@ -78,3 +83,26 @@ def test_a_failed_execution_exits_non_zero(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(aws_api, "describe", lambda _: next(answers))
     monkeypatch.setattr(aws_api.time, "sleep", lambda _: None)
     assert status_command(arn, wait=True, as_json=True) == 1
+
+
+def test_the_deploy_pipeline_prepares_every_stage_for_one_approved_package(build_env: dict, aws: dict,  # noqa: F811
+                                                                           tmp_path: Path) -> None:
+    """The deploy CodePipeline's prepare build (infra/cicd.yaml): dev, staging and prod get the same package."""
+    from tests.test_infra import cicd_template
+
+    sm = aws["sm"]
+    sm.create_model_package_group(ModelPackageGroupName="fraud-detection")
+    arns = [sm.create_model_package(
+        ModelPackageGroupName="fraud-detection", ModelApprovalStatus=status,
+        InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": "s3://b/model.tar.gz"}],
+                                "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},
+    )["ModelPackageArn"] for status in ("Approved", "Approved", "PendingManualApproval")]
+    for name in (".venv", "configs", "infra", "Makefile", "pyproject.toml", "requirements.lock"):
+        (tmp_path / name).symlink_to(REPO / name)
+    spec = yaml.safe_load(cicd_template()["Resources"]["DeployPrepareProject"]["Properties"]["Source"]["BuildSpec"])
+    rc, log = codebuild(spec, build_env, tmp_path)
+    assert rc == 0, log
+    assert all((tmp_path / f).is_file() for f in spec["artifacts"]["files"])
+    configs = {env: json.loads((tmp_path / f"{env}.json").read_text())["Parameters"] for env in ("dev", "staging", "prod")}
+    assert {env: (p["EndpointName"], p["ModelPackageArn"]) for env, p in configs.items()} == {
+        env: (f"fraud-detection-{env}", arns[1]) for env in configs}

@@ -33,7 +33,9 @@ def test_invalid_fixture_names_file_line_and_problem(fixture: Path) -> None:
     assert matching[0].file.endswith(fixture.name)
 
 
-@pytest.mark.parametrize("name", ["unknown_type", "cycle", "yaml_syntax", "missing_param"])
+@pytest.mark.parametrize("name", ["unknown_type", "cycle", "yaml_syntax", "missing_param", "input_name_traversal",
+                                  "environment_name", "yaml_alias_bomb", "yaml_recursive_alias", "yaml_too_deep",
+                                  "yaml_bad_timestamp"])
 def test_cli_exits_2_without_traceback(name: str, home: Path) -> None:
     fixture = REPO / "tests" / "fixtures" / "invalid" / f"{name}.yaml"
     done = run_cli("validate", str(fixture), home=home)

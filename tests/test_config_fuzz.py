@@ -17,7 +17,8 @@ from tests.conftest import REPO
 BASE = yaml.safe_load((REPO / "tests" / "fixtures" / "valid" / "gated.yaml").read_text())
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
                  st.text(max_size=12), st.just("${steps.nope.outputs.x}"), st.just("${params.}"),
-                 st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+                 st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+                 st.dictionaries(st.sampled_from(["../x", "..", "A=B", "größe", "/abs"]), st.just("v"), max_size=2))
 
 
 def _paths(node: Any, prefix: tuple = ()) -> list[tuple]:

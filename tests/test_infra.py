@@ -26,6 +26,11 @@ class _CfnLoader(yaml.SafeLoader):
 _CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
+def cicd_template() -> dict:
+    """infra/cicd.yaml as data (intrinsic functions read as None)."""
+    return yaml.load((REPO / "infra" / "cicd.yaml").read_text(), Loader=_CfnLoader)
+
+
 @pytest.mark.parametrize("template", TEMPLATES, ids=[t.name for t in TEMPLATES])
 def test_cfn_lint_reports_nothing(template: Path) -> None:
     done = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(template)], capture_output=True,
@@ -110,9 +115,66 @@ def test_no_policy_allows_every_action_on_every_resource(template: Path) -> None
 def test_the_deploy_rule_is_the_approval_pattern_for_the_group() -> None:
     from pipelines.approvals import DEPLOY_ON_APPROVAL
 
-    body = yaml.load((REPO / "infra" / "cicd.yaml").read_text(), Loader=_CfnLoader)
-    pattern = body["Resources"]["DeployOnApprovalRule"]["Properties"]["EventPattern"]
+    pattern = cicd_template()["Resources"]["DeployOnApprovalRule"]["Properties"]["EventPattern"]
     assert pattern["source"] == DEPLOY_ON_APPROVAL["source"]
     assert pattern["detail-type"] == DEPLOY_ON_APPROVAL["detail-type"]
     assert pattern["detail"]["ModelApprovalStatus"] == ["Approved"]  # never Rejected or Pending
     assert set(pattern["detail"]) == {"ModelPackageGroupName", "ModelApprovalStatus"}
+
+
+# What deploying an endpoint takes; only the deploy pipeline's CloudFormation role may do it.
+ENDPOINT_ACTION = re.compile(r"sagemaker:(\*|\w*Endpoint\w*|(Create|Delete|Describe)Model)", re.IGNORECASE)
+
+
+def _actions(resource: dict) -> set[str]:
+    found: set[str] = set()
+    for statement in _statements(resource):
+        found.update(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+    return found
+
+
+def test_only_the_deploy_pipeline_may_deploy_endpoints() -> None:
+    resources = cicd_template()["Resources"]
+    execution = _actions(resources["SageMakerExecutionRole"])
+    assert execution and not [a for a in execution if ENDPOINT_ACTION.fullmatch(a)], sorted(execution)
+    deployer = _actions(resources["CloudFormationRole"])
+    assert {"sagemaker:CreateModel", "sagemaker:CreateEndpointConfig", "sagemaker:CreateEndpoint",
+            "sagemaker:UpdateEndpoint", "sagemaker:DeleteEndpoint"} <= deployer
+
+
+def _deploys(stage: dict) -> list[str]:
+    """The endpoint template configurations a deploy-pipeline stage deploys."""
+    return [a["Configuration"]["TemplateConfiguration"] for a in stage["Actions"]
+            if a and a["ActionTypeId"]["Provider"] == "CloudFormation"]
+
+
+def test_an_approval_deploys_dev_at_once_then_staging_and_after_a_person_prod() -> None:
+    resources = cicd_template()["Resources"]
+    stages = resources["ModelDeployPipeline"]["Properties"]["Stages"]
+    assert [d for stage in stages for d in _deploys(stage)] == [
+        "Endpoint::dev.json", "Endpoint::staging.json", "Endpoint::prod.json"]
+    (dev,) = [i for i, stage in enumerate(stages) if _deploys(stage) == ["Endpoint::dev.json"]]
+    gates = [i for i, stage in enumerate(stages) for a in stage["Actions"]
+             if a and a["ActionTypeId"]["Category"] == "Approval"]
+    assert gates and all(i > dev for i in gates)  # nothing waits for a person before dev
+    (production,) = [stage for stage in stages if "Endpoint::prod.json" in _deploys(stage)]
+    order = [a["ActionTypeId"]["Category"] for a in sorted(production["Actions"], key=lambda a: a["RunOrder"])]
+    assert order == ["Approval", "Deploy"]
+    prepare = yaml.safe_load(resources["DeployPrepareProject"]["Properties"]["Source"]["BuildSpec"])
+    assert {"dev.json", "staging.json", "prod.json"} <= set(prepare["artifacts"]["files"])
+
+
+def test_a_deploy_step_compiles_to_no_sagemaker_step() -> None:
+    from pipelines.sagemaker.compiler import compile_pipeline
+
+    spec = load_pipeline(REPO / "configs" / "fraud-detection.yaml", "dev")
+    assert any(step.type == "deploy" and step.enabled for step in spec.steps)
+    definition = compile_pipeline(spec).definition
+
+    def names(steps: list[dict]) -> list[str]:
+        args = [s.get("Arguments", {}) for s in steps]
+        return [s["Name"] for s in steps] + [n for a in args for n in names(a.get("IfSteps", []) + a.get("ElseSteps", []))]
+
+    compiled = names(definition["Steps"])
+    assert any(n.startswith("register") for n in compiled) and "deploy" not in compiled
+    assert "deploy" not in {d for step in definition["Steps"] for d in step.get("DependsOn", [])}

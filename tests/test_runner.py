@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -70,7 +71,8 @@ def test_linear_order_and_reference_resolution(tmp_path: Path, home: Path) -> No
     assert state.data["status"] == "succeeded"
     assert steps["a"]["ended_at"] <= steps["b"]["started_at"] <= steps["b"]["ended_at"] <= steps["c"]["started_at"]
     assert Path(steps["b"]["outputs"]["data"], "out.txt").read_text() == "one\ntwo\n"
-    model = json.loads(Path(steps["c"]["outputs"]["model"], "model.json").read_text())
+    with tarfile.open(steps["c"]["outputs"]["model"]) as archive:  # SM_MODEL_DIR packed, as on SageMaker
+        model = json.load(archive.extractfile("model.json"))
     assert model == {"epochs": 4, "hps": {"epochs": 4}, "lines": 2}
 
 

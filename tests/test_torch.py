@@ -1,9 +1,11 @@
-"""PyTorch DDP training: the torch pipeline end to end (2 processes), 1 vs 2 processes, and resume after a kill."""
+"""PyTorch DDP training: the torch pipeline end to end (2 processes), 1 vs 2 processes, resume after a kill, and
+no resume from a checkpoint another run (other arguments, inputs or code) left behind."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,45 +88,56 @@ def test_two_processes_match_one_process_at_the_same_global_batch(torch_run: dic
     assert again["validation_auc"] == one["validation_auc"]  # seeded: the same run gives the same model
 
 
-def test_two_hosts_rendezvous_through_the_sagemaker_launcher(torch_run: dict, tmp_path: Path) -> None:
-    """What a 2-instance SageMaker job runs: the launcher on each host, torchrun with one node per host."""
+def _compiled_drivers(folder: Path) -> tuple[Path, dict]:
+    """The sm_drivers channel of the compiled torch definition, as SageMaker puts it into each container."""
+    from pipelines.loader import load_pipeline
+    from pipelines.sagemaker.compiler import compile_pipeline
+
+    compiled = compile_pipeline(load_pipeline(REPO / CONFIG, "dev"))
+    train = next(s for s in compiled.definition["Steps"] if s["Name"] == "train")["Arguments"]
+    uri = next(c["DataSource"]["S3DataSource"]["S3Uri"] for c in train["InputDataConfig"]
+               if c["ChannelName"] == "sm_drivers")
+    prefix = uri.split(f"s3://{compiled.bucket}/", 1)[1] + "/"
+    for key, data in compiled.artifacts.items():
+        if key.startswith(prefix):
+            (folder / key[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
+            (folder / key[len(prefix):]).write_bytes(data)
+    return folder, train
+
+
+def test_two_hosts_rendezvous_through_the_compiled_sdk_torchrun_driver(torch_run: dict, tmp_path: Path) -> None:
+    """What a 2-instance SageMaker job runs: the SDK's torchrun driver (from the compiled sm_drivers channel) on
+    each host, with the variables the SDK's environment script sets there; rendezvous at the first host."""
+    drivers, train = _compiled_drivers(tmp_path / "sm_drivers")
+    distributed = (drivers / "distributed.json").read_text()
+    assert json.loads(distributed)["process_count_per_node"] == 2
     channels, port = torch_run["channels"], free_port()
-    hosts = ["127.0.0.1", "algo-2"]  # the first host is the rendezvous address
     procs = []
-    for host in hosts:
-        work = tmp_path / host
+    for rank in range(2):
+        work = tmp_path / f"algo-{rank + 1}"
         for folder in ("model", "output", "checkpoints"):
             (work / folder).mkdir(parents=True)
-        env = {**os.environ, "SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": host,
+        env = {**os.environ, "SM_CURRENT_INSTANCE_TYPE": "ml.m5.xlarge", "SM_HOST_COUNT": "2",
+               "SM_MASTER_ADDR": "127.0.0.1", "SM_MASTER_PORT": str(port), "SM_CURRENT_HOST_RANK": str(rank),
+               "SM_ENTRY_SCRIPT": str(REPO / "model_code" / "train_torch.py"),
+               "SM_DISTRIBUTED_CONFIG": json.dumps({"process_count_per_node": 1, "smp": None}),
+               "SM_HPS": json.dumps({"epochs": "8", "batch_size": "256"}),
+               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                "SM_CHANNEL_TRAIN": str(channels / "train"), "SM_CHANNEL_VALIDATION": str(channels / "validation"),
                "SM_CHANNEL_TRANSFORM": str(channels / "transform"), "SM_MODEL_DIR": str(work / "model"),
                "SM_OUTPUT_DATA_DIR": str(work / "output"), "SAGEPIPE_CHECKPOINT_DIR": str(work / "checkpoints")}
         env.pop("MLFLOW_TRACKING_URI", None)
         procs.append(subprocess.Popen(
-            [sys.executable, str(REPO / "pipelines" / "sagemaker" / "torchrun_launcher.py"),
-             "--sagepipe_entry_point", str(REPO / "model_code" / "train_torch.py"), "--sagepipe_processes_per_host", "1",
-             "--sagepipe_master_port", str(port), "--epochs", "8", "--batch_size", "256"],
+            [sys.executable, str(drivers / "distributed_drivers" / "torchrun_driver.py")], cwd=work,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert "--nnodes 2 --node_rank 1 --nproc_per_node 1 --master_addr 127.0.0.1" in outputs[1]
-    metadata = json.loads((tmp_path / hosts[0] / "model" / "metadata.json").read_text())
+    assert "--nnodes=2 --nproc_per_node=1 --master_addr=127.0.0.1" in outputs[1] and "--node_rank=1" in outputs[1]
+    metadata = json.loads((tmp_path / "algo-1" / "model" / "metadata.json").read_text())
     assert metadata["processes"] == 2 and metadata["epochs_run"] == 8
-    assert not any((tmp_path / hosts[1] / "model").iterdir())  # only the first host's rank 0 saves
+    assert not any((tmp_path / "algo-2" / "model").iterdir())  # only the first host's rank 0 saves
     single, _ = _train(channels, tmp_path / "single-host", 2, "--epochs", "8", "--batch_size", "256")
     assert abs(metadata["validation_auc"] - single["validation_auc"]) <= 0.01
-
-
-def test_the_launcher_rejects_a_host_outside_the_cluster() -> None:
-    from pipelines.sagemaker.torchrun_launcher import torchrun_command
-
-    command = torchrun_command(["--sagepipe_entry_point", "train.py", "--epochs", "3"],
-                               {"SM_HOSTS": '["algo-1", "algo-2", "algo-3"]', "SM_CURRENT_HOST": "algo-3",
-                                "SM_NUM_GPUS": "4"})
-    assert command[command.index("--node_rank") + 1] == "2" and command[command.index("--nproc_per_node") + 1] == "4"
-    assert command[-3:] == [command[-3], "--epochs", "3"] and command[-3].endswith("train.py")
-    with pytest.raises(SystemExit, match="'algo-9' is not in SM_HOSTS"):
-        torchrun_command(["--sagepipe_entry_point", "train.py"], {"SM_HOSTS": '["algo-1"]', "SM_CURRENT_HOST": "algo-9"})
 
 
 def test_a_killed_job_resumes_from_its_checkpoint_and_runs_the_same_epochs(torch_run: dict, tmp_path: Path) -> None:
@@ -152,3 +165,128 @@ def test_a_killed_job_resumes_from_its_checkpoint_and_runs_the_same_epochs(torch
     assert f"resumed from checkpoint after epoch {killed_at}" in output
     history = json.loads((work / "output" / "training_history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6] and metadata["epochs_run"] == 6
+
+
+# A checkpoint folder left by another execution (SageMaker restores CheckpointConfig.S3Uri into
+# /opt/ml/checkpoints) is resumed only when its fingerprint (arguments, inputs, code) is this run's.
+SHORT = ("--epochs", "3", "--batch_size", "256")
+REFUSED = "was written by a run with different arguments or inputs"
+
+
+def _weights(work: Path) -> dict:
+    import torch
+
+    return torch.load(work / "model" / "model.pt", map_location="cpu", weights_only=True)
+
+
+def _same_weights(one: dict, two: dict) -> bool:
+    import torch
+
+    return one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+
+
+def _epochs_trained(work: Path) -> list[int]:
+    return [h["epoch"] for h in json.loads((work / "output" / "training_history.json").read_text())]
+
+
+@pytest.fixture(scope="module")
+def fresh_seed_42(torch_run: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short seed-42 run from an empty checkpoint folder: what a run that refuses a checkpoint must match."""
+    work = tmp_path_factory.mktemp("fresh-seed-42")
+    _, output = _train(torch_run["channels"], work, 2, *SHORT, "--seed", "42")
+    assert REFUSED not in output and "resumed from checkpoint" not in output
+    return work
+
+
+def test_a_checkpoint_of_the_same_arguments_and_inputs_is_resumed(torch_run: dict, fresh_seed_42: Path,
+                                                                  tmp_path: Path) -> None:
+    work = tmp_path / "job"
+    (work / "checkpoints").mkdir(parents=True)
+    shutil.copy(fresh_seed_42 / "checkpoints" / "last.pt", work / "checkpoints" / "last.pt")
+    metadata, output = _train(torch_run["channels"], work, 2, *SHORT, "--seed", "42", "--epoch_sleep_s", "0")
+    assert "resumed from checkpoint after epoch 3" in output and REFUSED not in output
+    assert "epoch 1/3" not in output and metadata["epochs_run"] == 3  # nothing left to train
+    assert _same_weights(_weights(work), _weights(fresh_seed_42))
+
+
+def test_a_checkpoint_left_by_a_run_with_another_seed_is_not_resumed(torch_run: dict, fresh_seed_42: Path,
+                                                                     tmp_path: Path) -> None:
+    work = tmp_path / "job"
+    _train(torch_run["channels"], work, 2, *SHORT, "--seed", "7")
+    seed_7 = _weights(work)
+    metadata, output = _train(torch_run["channels"], work, 2, *SHORT, "--seed", "42")
+    assert (f"checkpoint in {work / 'checkpoints'} {REFUSED} (seed 7 vs 42); starting fresh from epoch 1"
+            in output), output
+    assert "resumed from checkpoint" not in output and output.count(REFUSED) == 1  # rank 0 alone logs it
+    assert _epochs_trained(work) == [1, 2, 3] and metadata["epochs_run"] == 3
+    assert not _same_weights(_weights(work), seed_7)
+    assert _same_weights(_weights(work), _weights(fresh_seed_42))  # as if the folder had been empty
+    import torch
+
+    rewritten = torch.load(work / "checkpoints" / "last.pt", weights_only=True)  # the stale one is overwritten
+    assert rewritten["epoch"] == 3 and rewritten["fingerprint"]["arguments"]["seed"] == 42
+
+
+def test_a_checkpoint_left_by_a_run_on_other_input_data_is_not_resumed(torch_run: dict, fresh_seed_42: Path,
+                                                                       tmp_path: Path) -> None:
+    import pandas as pd
+
+    other = tmp_path / "other-data"
+    for channel in ("train", "validation", "transform"):
+        shutil.copytree(torch_run["channels"] / channel, other / channel)
+    for path in sorted((other / "train").glob("*.parquet")):  # the same arguments, a little less training data
+        frame = pd.read_parquet(path)
+        frame.iloc[: len(frame) * 9 // 10].to_parquet(path)
+    work = tmp_path / "job"
+    _train(other, work, 2, *SHORT, "--seed", "42")
+    metadata, output = _train(torch_run["channels"], work, 2, *SHORT, "--seed", "42")
+    assert f"{REFUSED} (input channel 'train' differs); starting fresh from epoch 1" in output, output
+    assert _epochs_trained(work) == [1, 2, 3] and metadata["epochs_run"] == 3
+    assert _same_weights(_weights(work), _weights(fresh_seed_42))
+
+
+def test_a_checkpoint_without_a_fingerprint_is_not_resumed(torch_run: dict, fresh_seed_42: Path,
+                                                           tmp_path: Path) -> None:
+    import torch
+
+    work = tmp_path / "job"
+    (work / "checkpoints").mkdir(parents=True)
+    old = torch.load(fresh_seed_42 / "checkpoints" / "last.pt", weights_only=True)
+    del old["fingerprint"]  # what the script wrote before checkpoints carried one
+    torch.save(old, work / "checkpoints" / "last.pt")
+    metadata, output = _train(torch_run["channels"], work, 1, "--epochs", "1", "--batch_size", "256", "--seed", "42")
+    assert f"{REFUSED} (it records no fingerprint" in output and "resumed from checkpoint" not in output
+    assert _epochs_trained(work) == [1] and metadata["epochs_run"] == 1
+
+
+def test_the_fingerprint_sees_names_sizes_and_bytes_of_every_channel_file(tmp_path: Path) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("checkpoint_guard", REPO / "model_code" / "checkpoint_guard.py")
+    checkpoint_guard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(checkpoint_guard)
+    code = tmp_path / "train.py"
+    code.write_text("print('train')\n")
+    (tmp_path / "train" / "part").mkdir(parents=True)
+    (tmp_path / "train" / "part" / "a.parquet").write_bytes(b"0123456789")
+    env = {"SM_CHANNEL_TRAIN": str(tmp_path / "train"), "SM_CHANNELS": '["train"]'}
+    base = checkpoint_guard.fingerprint({"seed": 42, "epochs": 3}, 2, [code], env)
+    assert list(base["inputs"]) == ["train"]
+
+    def now() -> list[str]:
+        own = checkpoint_guard.fingerprint({"epochs": 3, "seed": 42}, 2, [code], env)
+        return checkpoint_guard.differences(base, own)
+
+    assert now() == []
+    (tmp_path / "train" / "part" / "a.parquet").write_bytes(b"0123456780")  # same name and size, other bytes
+    assert now() == ["input channel 'train' differs"]
+    (tmp_path / "train" / "part" / "a.parquet").write_bytes(b"0123456789")
+    assert now() == []
+    (tmp_path / "train" / "part" / "a.parquet").rename(tmp_path / "train" / "part" / "b.parquet")
+    assert now() == ["input channel 'train' differs"]
+    code.write_text("print('train!')\n")
+    other = checkpoint_guard.fingerprint({"seed": 7, "epochs": 3, "lr": 0.1}, 1, [code], {})
+    assert checkpoint_guard.differences(base, other) == [
+        "lr unset vs 0.1", "seed 42 vs 7", "processes 2 vs 1", "input channel 'train' removed", "training code differs"]
+    assert checkpoint_guard.differences(None, base) == checkpoint_guard.differences({"model": 1}, base) == [
+        "it records no fingerprint: an older version of the script wrote it"]

@@ -14,10 +14,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipelines.fsutil import atomic_write_json, hash_json, link_tree
+from pipelines.fsutil import atomic_write_json, hash_json, link_tree, remove_path
 
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
 _SECONDS = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)
+FORMAT = 2  # 2: an output may be a file (a training step's model.tar.gz); older entries are not reused
 
 
 def duration_seconds(text: str) -> float:
@@ -29,7 +30,7 @@ def duration_seconds(text: str) -> float:
 
 
 class StepCache:
-    """Cache entries under `<root>/<key>/`: `outputs/<name>/...` and `entry.json`."""
+    """Cache entries under `<root>/<key>/`: `outputs/<name>` (a folder or a file) and `entry.json`."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -44,7 +45,7 @@ class StepCache:
             entry = json.loads(entry_file.read_text())
         except (OSError, json.JSONDecodeError):
             return None
-        if time.time() - entry["created_at"] > duration_seconds(expire_after):
+        if entry.get("format") != FORMAT or time.time() - entry["created_at"] > duration_seconds(expire_after):
             return None
         if not all((self.root / key / "outputs" / name).exists() for name in entry["outputs"]):
             return None
@@ -52,8 +53,7 @@ class StepCache:
 
     def restore(self, key: str, targets: dict[str, Path]) -> None:
         for name, target in targets.items():
-            shutil.rmtree(target, ignore_errors=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            remove_path(target)
             link_tree(self.root / key / "outputs" / name, target)
 
     def store(self, key: str, outputs: dict[str, Path], entry: dict[str, Any]) -> None:
@@ -64,7 +64,7 @@ class StepCache:
         try:
             for name, folder in outputs.items():
                 link_tree(folder, tmp / "outputs" / name)
-            atomic_write_json(tmp / "entry.json", {**entry, "outputs": sorted(outputs),
+            atomic_write_json(tmp / "entry.json", {**entry, "outputs": sorted(outputs), "format": FORMAT,
                                                    "created_at": time.time()})
             tmp.rename(final)
         except OSError:

@@ -52,13 +52,14 @@ class LocalRunner:
         self._step_env: dict[str, dict[str, str]] = {}
 
     # --- public -------------------------------------------------------------------------------
-    def run(self, run_id: str | None = None) -> RunState:
+    def run(self, run_id: str | None = None, extra: dict[str, Any] | None = None) -> RunState:
+        """A new run; `extra` is recorded in its state header (an emulated execution's ARN, say)."""
         run_id = run_id or new_run_id()
         run_dir = self.state_root / "runs" / run_id
         run_dir.mkdir(parents=True)
         header = {"run_id": run_id, "pipeline": self.spec.name, "config": self.spec.source_file,
                   "config_path": str(Path(self.spec.source_file).resolve()), "env": self.spec.env,
-                  "params": self.spec.param_values, "use_cache": self.use_cache}
+                  "params": self.spec.param_values, "use_cache": self.use_cache, **(extra or {})}
         self.state = RunState.create(run_dir, header, self.graph.names)
         self.tracker.pipeline_started(self.state)
         return self._drive()

@@ -26,7 +26,7 @@ def check_cloud_config(spec: Any) -> None:
     problems = list(check_account(spec, overlay))
     if problems and not spec.settings.sagemaker:  # not a cloud env at all: say only that
         raise ConfigError(problems)
-    problems += [*check_instance_types(spec), *check_cloud_inputs(spec, overlay)]
+    problems += [*check_instance_types(spec), *check_cloud_inputs(spec, overlay), *check_nested_conditions(spec)]
     if problems:
         raise ConfigError(problems)
 
@@ -83,3 +83,15 @@ def check_cloud_inputs(spec: Any, overlay: str) -> Iterator[Problem]:
                 if not path.exists():
                     yield Problem(spec.source_file, None, where, f"'{value}' is neither an s3:// URI nor a "
                                                                  "file in the repository")
+
+
+def check_nested_conditions(spec: Any) -> Iterator[Problem]:
+    """SageMaker takes no ConditionStep inside another one's IfSteps/ElseSteps."""
+    for step in spec.steps:
+        for branch, targets in step.branch_targets().items():
+            for target in targets:
+                if spec.step(target).branch_targets():
+                    yield Problem(spec.source_file, None, f"steps.{step.name}.{branch}",
+                                  f"'{target}' is a condition, and SageMaker runs no condition inside another's "
+                                  f"branch; fold it into one condition with and: [...], or make '{target}' a "
+                                  "top-level step")

@@ -31,9 +31,6 @@ def compile_pipeline_or_explain(spec: Any) -> Any:
         compiled = compile_pipeline(spec)
     except ValueError as exc:
         raise ConfigError([Problem(spec.source_file, None, "", str(exc))]) from None
-    for step in compiled.beyond_schema:
-        print(f"note: steps.{step}.sagemaker.keep_alive_s adds ResourceConfig.KeepAlivePeriodInSeconds (warm pool), "
-              "which SageMaker accepts but AWS's published definition schema does not list yet", file=sys.stderr)
     return compiled
 
 

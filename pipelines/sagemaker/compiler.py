@@ -7,6 +7,7 @@ and code goes to content-addressed S3 locations that `upsert` fills.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,6 @@ from pipelines.spec import PipelineSpec
 FRAMEWORK_IMAGE = {"framework": "sklearn", "version": "1.2-1"}
 # Serves any model whose archive carries code/inference.py (+ code/requirements.txt), as ours do.
 INFERENCE_IMAGE = {"framework": "pytorch", "version": "2.6.0", "py_version": "py312", "scope": "inference"}
-CODE_ROOT = "/opt/ml/processing/input/code"
-DEFAULTED = {("ModelApprovalStatus", "PendingManualApproval"), ("SkipModelValidation", "None")}
 
 
 @dataclass
@@ -34,12 +33,6 @@ class Compiled:
     region: str
     role: str
     tags: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def beyond_schema(self) -> list[str]:
-        """Training steps with warm-pool keep-alive: the one opt-in field the published schema lacks."""
-        return [s["Name"] for s in self.definition["Steps"] if s.get("Type") == "Training"
-                and "KeepAlivePeriodInSeconds" in s["Arguments"].get("ResourceConfig", {})]
 
     def json(self) -> str:
         """The definition as canonical JSON (sorted keys): byte-identical for the same inputs."""
@@ -60,7 +53,7 @@ class CompileContext:
     steps: dict[str, Any] = field(default_factory=dict)
     property_files: dict[str, Any] = field(default_factory=dict)
     staged: dict[str, str] = field(default_factory=dict)
-    held: set[str] = field(default_factory=set)  # steps inside a ConditionStep, or folded into a gate
+    held: set[str] = field(default_factory=set)  # steps inside a ConditionStep's branches
 
     # --- references -------------------------------------------------------------------------
     def value(self, value: Any) -> Any:
@@ -76,7 +69,7 @@ class CompileContext:
         if isinstance(value, MetricRef):
             from sagemaker.core.workflow.functions import JsonGet
 
-            return JsonGet(step_name=value.step, property_file=self.property_files[value.step],
+            return JsonGet(step_name=value.step, property_file=self.property_file(value.step),
                            json_path=value.key)
         if isinstance(value, Template):
             from sagemaker.core.workflow.functions import Join
@@ -85,45 +78,36 @@ class CompileContext:
         return value
 
     def text(self, value: Any) -> Any:
-        """Like value(), for places that take strings: plain values become text."""
+        """Like value(), for String fields: numbers and booleans become text, and so do numeric parameters
+        and report values, through `.to_string()` (CreatePipeline rejects them bare in a String field)."""
         resolved = self.value(value)
         if isinstance(resolved, bool):
             return "true" if resolved else "false"
+        if isinstance(value, MetricRef) or (isinstance(value, ParamRef)
+                                            and self.spec.parameters[value.name].type != "string"):
+            return resolved.to_string()
         return resolved if hasattr(resolved, "expr") else str(resolved)
 
     def output_property(self, ref: OutputRef) -> Any:
-        step = self.steps[ref.step]
-        if step.step_type.value == "Training":
-            if ref.output == "model":
-                return step.properties.ModelArtifacts.S3ModelArtifacts
-            return step.properties.OutputDataConfig.S3OutputPath
-        return step.properties.ProcessingOutputConfig.Outputs[ref.output].S3Output.S3Uri
+        step = self.spec.step(ref.step)
+        return step.sagemaker_output(self.steps[ref.step], ref.output)
 
-    def output_uri(self, step: str, output: str) -> str:
-        """Where a processing output goes (a plain string: the schema allows no Join here)."""
-        return f"s3://{self.bucket}/{self.spec.name}/outputs/{step}/{output}"
+    def execution_uri(self, *parts: Any) -> Any:
+        """`s3://<bucket>/<pipeline>/<execution id>/<parts...>`: where one execution writes (the SDK's own
+        default shape). A cache hit then hands back the earlier execution's files, never a later one's."""
+        from sagemaker.core.workflow.execution_variables import ExecutionVariables
+        from sagemaker.core.workflow.functions import Join
 
-    def plain_text(self, value: Any) -> str:
-        """Text for fields that take no functions: references shown as <step.key> or <parameter>."""
-        parts = value.parts if isinstance(value, Template) else [value]
-        shown = []
-        for part in parts:
-            if isinstance(part, ParamRef):
-                shown.append(f"<{part.name}>")
-            elif isinstance(part, (MetricRef, OutputRef)):
-                shown.append(f"<{part.step}.{getattr(part, 'key', None) or getattr(part, 'output', '')}>")
-            else:
-                shown.append(str(part))
-        return "".join(shown)
+        return Join(on="/", values=["s3:/", self.bucket, self.spec.name, ExecutionVariables.PIPELINE_EXECUTION_ID,
+                                    *parts])
 
-    def code_archive(self, folder: Path, extra: dict[str, bytes] | None = None) -> str:
-        """The code folder (plus `extra` files) as a reproducible sourcedir.tar.gz for script mode; its S3 URI."""
-        from pipelines.sagemaker.artifacts import reproducible_targz
-
-        key = f"staging/archives/{len(self.staged)}/sourcedir.tar.gz"
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=reproducible_targz(folder, extra))
-        self.staged[f"archive:{folder}"] = key
-        return f"s3://{self.bucket}/{key}"
+    def property_file(self, step: str) -> Any:
+        """The PropertyFile an evaluation step declares for its report (JsonGet reads it)."""
+        try:
+            return self.property_files[step]
+        except KeyError:
+            raise ValueError(f"step '{step}' declares no metrics report; only evaluation steps have metrics") \
+                from None
 
     # --- inputs, images, shared step settings --------------------------------------------------
     def input_source(self, value: Any) -> Any:
@@ -163,22 +147,6 @@ class CompileContext:
                              f"{instance_type} in {self.region} ({exc}); set image: or "
                              "sagemaker.framework_image") from None
 
-    def script_job(self, step: Any, script: Path, arguments: list[Any], inputs: list[Any] | None = None) -> Any:
-        """A small processing job running one of our standard-library scripts (the gate, the deploy job)."""
-        from sagemaker.core.processing import Processor
-        from sagemaker.core.shapes import ProcessingInput, ProcessingS3Input
-        from sagemaker.mlops.workflow import ProcessingStep as SdkProcessingStep
-
-        code = ProcessingInput(input_name="code", s3_input=ProcessingS3Input(
-            s3_uri=self.stage(script), local_path=CODE_ROOT, s3_data_type="S3Prefix", s3_input_mode="File"))
-        processor = Processor(role=self.role, image_uri=self.image(step), instance_count=1, instance_type="ml.t3.medium",
-                              entrypoint=["python3", f"{CODE_ROOT}/{script.name}"], base_job_name=step.name,
-                              sagemaker_session=self.session, network_config=self.network_config())
-        return SdkProcessingStep(name=step.name, step_args=processor.run(inputs=[*(inputs or []), code],
-                                                                         arguments=arguments),
-                                 description=step.description or None, depends_on=self.depends_on(step),
-                                 retry_policies=self.retry_policies(step) or None)
-
     def resources(self, step: Any) -> Any:
         return getattr(step, "resources", None) or self.spec.defaults.resources
 
@@ -198,13 +166,12 @@ class CompileContext:
             return []
         common = {"interval_seconds": max(1, int(retry.backoff_s)), "backoff_rate": retry.backoff_rate,
                   "max_attempts": retry.attempts - 1}
-        # one policy per exception type: the published schema takes ExceptionType as a single string
-        policies = [StepRetryPolicy(exception_types=[kind], **common)
-                    for kind in (StepExceptionTypeEnum.SERVICE_FAULT, StepExceptionTypeEnum.THROTTLING)]
+        policies = [StepRetryPolicy(exception_types=[StepExceptionTypeEnum.SERVICE_FAULT,
+                                                     StepExceptionTypeEnum.THROTTLING], **common)]
         if job:
-            policies += [SageMakerJobStepRetryPolicy(exception_types=[kind], **common)
-                         for kind in (SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
-                                      SageMakerJobExceptionTypeEnum.CAPACITY_ERROR)]
+            policies.append(SageMakerJobStepRetryPolicy(
+                exception_types=[SageMakerJobExceptionTypeEnum.INTERNAL_ERROR,
+                                 SageMakerJobExceptionTypeEnum.CAPACITY_ERROR], **common))
         return policies
 
     def depends_on(self, step: Any) -> list[str] | None:
@@ -245,7 +212,8 @@ def compile_pipeline(spec: PipelineSpec) -> Compiled:
     from pipelines.sagemaker.artifacts import content_address
     from pipelines.sagemaker.offline import offline_session, uploaded_objects
 
-    with offline_session(region, bucket) as (session, s3):
+    # in the repo root: the SDK records training source folders as given, and they must not name this machine
+    with offline_session(region, bucket) as (session, s3), contextlib.chdir(spec.repo_root):
         cc = CompileContext(spec, session, s3, role, bucket, region)
         cc.parameters = _parameters(spec)
         top_level = _compile_steps(spec, cc)
@@ -254,31 +222,23 @@ def compile_pipeline(spec: PipelineSpec) -> Compiled:
         pipeline = Pipeline(name=spec.name, parameters=list(cc.parameters.values()), steps=top_level,
                             sagemaker_session=session, mlflow_config=_mlflow_config(spec),
                             pipeline_experiment_config=None)
-        definition = conform_to_schema(json.loads(pipeline.definition()))
+        definition = json.loads(pipeline.definition())
+        refuse_what_the_service_refuses(spec, definition)
         objects = uploaded_objects(s3, bucket)
     definition, artifacts = content_address(definition, objects, bucket, spec.name)
     tags = {str(k): str(v) for k, v in (settings.get("tags") or {}).items()}
     return Compiled(spec.name, definition, artifacts, bucket, region, role, tags)
 
 
-def conform_to_schema(definition: dict[str, Any]) -> dict[str, Any]:
-    """Drop what the SDK emits but the published definition schema does not allow (defaults)."""
-    def walk(value: Any) -> Any:
-        if isinstance(value, dict):
-            if "S3OutputPath" in value and value.get("CompressionType") == "GZIP":  # OutputDataConfig
-                value = {k: v for k, v in value.items() if k != "CompressionType"}
-            if isinstance(value.get("ExceptionType"), list) and len(value["ExceptionType"]) == 1:  # retry policy
-                value = {**value, "ExceptionType": value["ExceptionType"][0]}
-            if "ModelPackageGroupName" in value:  # both are CreateModelPackage's defaults for a version
-                value = {k: v for k, v in value.items() if not (isinstance(v, str) and (k, v) in DEFAULTED)}
-            source = value.get("S3DataSource")
-            if isinstance(source, dict) and source.get("S3DataDistributionType") == "FullyReplicated":
-                value = {**value, "S3DataSource": {k: v for k, v in source.items() if k != "S3DataDistributionType"}}
-            return {k: walk(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        return value
-    return walk(definition)
+def refuse_what_the_service_refuses(spec: PipelineSpec, definition: dict[str, Any]) -> None:
+    """Raise ConfigError for what CreatePipeline would reject (pipelines/sagemaker/definition_checks.py)."""
+    from pipelines.errors import ConfigError, Problem
+    from pipelines.sagemaker.definition_checks import check_definition
+
+    findings = check_definition(definition)
+    if findings:
+        raise ConfigError([Problem(spec.source_file, None, f"steps.{step} (compiled: {path})", message)
+                           for step, path, message in findings])
 
 
 def _parameters(spec: PipelineSpec) -> dict[str, Any]:
@@ -289,8 +249,8 @@ def _parameters(spec: PipelineSpec) -> dict[str, Any]:
              "boolean": ParameterBoolean}
     out = {}
     for name, param in spec.parameters.items():
-        # allowed values stay a local check: the published schema has no EnumValues
-        out[name] = kinds[param.type](name=name, default_value=spec.param_values.get(name))
+        enum = {"enum_values": [str(v) for v in param.allowed]} if param.type == "string" and param.allowed else {}
+        out[name] = kinds[param.type](name=name, default_value=spec.param_values.get(name), **enum)
     return out
 
 

@@ -6,13 +6,12 @@ import json
 from typing import Any
 
 from pipelines.errors import ConfigError, Problem, did_you_mean
+from pipelines.sagemaker.checks import INSTANCE_TYPES, check_account
+from steps.deploy import DeployStep
 
 
 def endpoint_parameters(spec: Any, model_package_arn: str, step_name: str | None = None) -> dict[str, Any]:
     """The template configuration CodePipeline's CloudFormation action takes: {"Parameters", "Tags"}."""
-    from pipelines.sagemaker.checks import INSTANCE_TYPES, check_account
-    from steps.deploy import DeployStep
-
     overlay = f"{spec.source_file.rsplit('/', 1)[0]}/env/{spec.env}.yaml"
     problems = list(check_account(spec, overlay))
     deploys = [s for s in spec.steps if isinstance(s, DeployStep)]
@@ -57,42 +56,6 @@ def endpoint_parameters(spec: Any, model_package_arn: str, step_name: str | None
     }
     tags = {str(k): str(v) for k, v in (cloud.get("tags") or {}).items()}
     return {"Parameters": {k: str(v) for k, v in params.items()}, "Tags": tags}
-
-
-def endpoint_request(spec: Any, step: Any) -> dict[str, dict[str, Any]]:
-    """The deploy job's request parts: production variant, endpoint-config extras, update DeploymentConfig.
-
-    The same settings as infra/endpoint.yaml takes, less autoscaling (a stack concern: staging and prod).
-    """
-    endpoint, resources = step.endpoint, step.resources or spec.defaults.resources
-    kms = spec.settings.sagemaker.get("kms_key")
-    if endpoint.mode == "serverless":
-        variant = {"ServerlessConfig": {"MemorySizeInMB": endpoint.serverless.memory_mb,
-                                        "MaxConcurrency": endpoint.serverless.max_concurrency}}
-    else:
-        variant = {"InstanceType": resources.instance_type, "InitialInstanceCount": resources.instance_count,
-                   "InitialVariantWeight": 1}
-    extra: dict[str, Any] = {"KmsKeyId": kms} if kms and endpoint.mode != "serverless" else {}
-    if endpoint.mode == "async":
-        extra["AsyncInferenceConfig"] = {
-            "ClientConfig": {"MaxConcurrentInvocationsPerInstance":
-                             endpoint.asynchronous.max_concurrent_invocations_per_instance},
-            "OutputConfig": {"S3OutputPath": _async_output(spec, endpoint), **({"KmsKeyId": kms} if kms else {})}}
-    if endpoint.data_capture.enabled:
-        extra["DataCaptureConfig"] = {
-            "EnableCapture": True, "InitialSamplingPercentage": endpoint.data_capture.sampling_percent,
-            "DestinationS3Uri": _capture_destination(spec, endpoint),
-            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]}
-    deployment: dict[str, Any] = {}
-    if endpoint.mode == "realtime":
-        green = endpoint.blue_green
-        deployment = {"BlueGreenUpdatePolicy": {
-            "TrafficRoutingConfiguration": {"Type": "CANARY", "WaitIntervalInSeconds": green.wait_s,
-                                            "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": green.canary_percent}},
-            "TerminationWaitInSeconds": green.termination_wait_s}}
-        if green.rollback_alarm:
-            deployment["AutoRollbackConfiguration"] = {"Alarms": [{"AlarmName": green.rollback_alarm}]}
-    return {"variant": variant, "config_extra": extra, "deployment": deployment}
 
 
 def _async_output(spec: Any, endpoint: Any) -> str:

@@ -1,0 +1,70 @@
+"""A local stand-in for a job's container: its /opt/ml is a folder, its python3 and pip are this interpreter.
+
+Every "/opt/ml" in the entrypoint, the arguments and the SDK's driver scripts is rewritten to that folder;
+pip never reaches an index (PIP_NO_INDEX), so a requirement this environment lacks fails the job loudly
+instead of changing the environment.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+OPT_ML = "/opt/ml"
+_OPT_ML = re.compile(r"(?<![\w./-])/opt/ml(?![\w.-])")  # not inside another path, so rewriting is idempotent
+TEXT_SUFFIXES = (".py", ".sh", ".json", ".txt", ".cfg")
+
+
+class Container:
+    """One job's file system root and the command line that runs in it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.opt_ml = root / "opt" / "ml"
+        self.bin = root / "bin"
+
+    def path(self, container_path: str) -> Path:
+        """The local folder standing for a path inside the container (under /opt/ml)."""
+        if not container_path.startswith(OPT_ML):
+            raise ValueError(f"{container_path!r} is outside /opt/ml, which the emulator cannot provide")
+        return self.opt_ml / container_path[len(OPT_ML):].lstrip("/")
+
+    def rewrite(self, value: Any) -> Any:
+        """Arguments and entrypoints with /opt/ml pointing at this container's folder."""
+        if isinstance(value, str):
+            return _OPT_ML.sub(str(self.opt_ml).replace("\\", "\\\\"), value)
+        if isinstance(value, list):
+            return [self.rewrite(v) for v in value]
+        return value
+
+    def rewrite_files(self, folder: Path, suffixes: tuple[str, ...] = (".py", ".sh")) -> None:
+        """Scripts (and the SDK's driver files) name /opt/ml throughout: point them here."""
+        for file in folder.rglob("*"):
+            if file.is_file() and file.suffix in suffixes:
+                text = file.read_text(errors="replace")
+                if OPT_ML in text:
+                    file.write_text(self.rewrite(text))
+
+    def command(self, entrypoint: list[str], arguments: list[str]) -> list[str]:
+        argv = self.rewrite([*entrypoint, *arguments])
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        return argv
+
+    def environment(self, extra: dict[str, str]) -> dict[str, str]:
+        """python3/pip resolve to this interpreter; pip installs nothing new."""
+        self._shims()
+        import os
+
+        return {"PATH": f"{self.bin}:{os.environ.get('PATH', '')}", "PIP_NO_INDEX": "1",
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
+
+    def _shims(self) -> None:
+        self.bin.mkdir(parents=True, exist_ok=True)
+        for name, target in (("python3", ""), ("python", ""), ("pip", "-m pip"), ("pip3", "-m pip")):
+            shim = self.bin / name
+            if not shim.exists():
+                shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {target} "$@"\n')
+                shim.chmod(0o755)

@@ -1,0 +1,142 @@
+"""Processing and training jobs as SageMaker runs them, in a local container folder, with S3 in moto.
+
+Inputs are downloaded from S3 before the job, outputs uploaded when it ends; a training job restores its
+CheckpointConfig.S3Uri into the checkpoint folder first and syncs it back after, and its model directory
+becomes `<S3OutputPath>/<job>/output/model.tar.gz`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from pipelines.emulate.container import TEXT_SUFFIXES, Container
+from pipelines.errors import StepFailed
+
+RunProcess = Callable[[list[str], dict[str, str], Path], int]
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise StepFailed(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    return bucket, key
+
+
+def download(s3: Any, uri: str, target: Path, required: bool = True) -> int:
+    """Every object under the S3Prefix uri into target (as an S3Prefix input or a checkpoint restore)."""
+    bucket, prefix = split_uri(uri)
+    target.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(prefix):].lstrip("/") or item["Key"].rsplit("/", 1)[-1]
+            if ".." in Path(relative).parts:
+                raise StepFailed(f"S3 key {item['Key']!r} would land outside {target}")
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(target / relative))
+            count += 1
+    if required and not count:
+        raise StepFailed(f"no S3 objects found under {uri}")
+    return count
+
+
+def upload(s3: Any, folder: Path, uri: str) -> None:
+    bucket, prefix = split_uri(uri)
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        s3.upload_file(str(file), bucket, f"{prefix.rstrip('/')}/{file.relative_to(folder)}".lstrip("/"))
+
+
+def fresh_container(step_dir: Path) -> Container:
+    root = step_dir / "container"
+    if root.exists():
+        shutil.rmtree(root)
+    return Container(root)
+
+
+def processing_job(s3: Any, args: dict[str, Any], job: str, step_dir: Path, run: RunProcess) -> dict[str, Any]:
+    """Run one processing job; its properties as DescribeProcessingJob gives them."""
+    box = fresh_container(step_dir)
+    for item in args.get("ProcessingInputs", []):
+        source = item["S3Input"]
+        download(s3, source["S3Uri"], box.path(source["LocalPath"]))
+        box.rewrite_files(box.path(source["LocalPath"]))
+    outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
+    for item in outputs:
+        box.path(item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
+    app = args["AppSpecification"]
+    argv = box.command(app.get("ContainerEntrypoint") or [], app.get("ContainerArguments") or [])
+    env = box.environment({**args.get("Environment", {}), "SAGEPIPE_PROCESSING_DIR": str(box.path("/opt/ml/processing"))})
+    code = run(argv, env, box.root)
+    if code != 0:
+        raise StepFailed(f"processing job {job} failed: {' '.join(app.get('ContainerEntrypoint') or [])} exited "
+                         f"with code {code}")
+    described = {}
+    for item in outputs:
+        upload(s3, box.path(item["S3Output"]["LocalPath"]), item["S3Output"]["S3Uri"])
+        described[item["OutputName"]] = item
+    return {"ProcessingJobName": job, "ProcessingJobStatus": "Completed", "AppSpecification": app,
+            "ProcessingOutputConfig": {"Outputs": described}, "ProcessingResources": args["ProcessingResources"]}
+
+
+def training_job(s3: Any, args: dict[str, Any], job: str, step_dir: Path, run: RunProcess) -> dict[str, Any]:
+    """Run one training job (SDK v3 ModelTrainer driver form); its properties as DescribeTrainingJob gives them."""
+    from pipelines.model_archive import pack
+
+    box = fresh_container(step_dir)
+    channels = args.get("InputDataConfig", [])
+    for channel in channels:
+        source = channel["DataSource"]["S3DataSource"]
+        download(s3, source["S3Uri"], box.path(f"/opt/ml/input/data/{channel['ChannelName']}"))
+    box.rewrite_files(box.path("/opt/ml/input/data"))  # scripts in the code channel
+    box.rewrite_files(box.path("/opt/ml/input/data/sm_drivers"), TEXT_SUFFIXES)  # and the SDK's driver files
+    _write_config(box, args, channels)
+    checkpoint = args.get("CheckpointConfig")
+    checkpoints = box.path((checkpoint or {}).get("LocalPath", "/opt/ml/checkpoints"))
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    if checkpoint:  # SageMaker restores the checkpoint URI before the job starts
+        download(s3, checkpoint["S3Uri"], checkpoints, required=False)
+    for folder in ("/opt/ml/model", "/opt/ml/output/data"):
+        box.path(folder).mkdir(parents=True, exist_ok=True)
+    algorithm = args["AlgorithmSpecification"]
+    argv = box.command(algorithm.get("ContainerEntrypoint") or [], algorithm.get("ContainerArguments") or [])
+    env = box.environment({**args.get("Environment", {}), "TRAINING_JOB_NAME": job,
+                           "SAGEPIPE_CHECKPOINT_DIR": str(checkpoints)})
+    code = run(argv, env, box.root)
+    if checkpoint:  # and syncs it back, whether the job succeeded or not
+        upload(s3, checkpoints, checkpoint["S3Uri"])
+    if code != 0:
+        raise StepFailed(f"training job {job} failed: the container exited with code {code}")
+    output = args["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    archive = step_dir / "artifacts" / "model.tar.gz"
+    pack(box.path("/opt/ml/model"), archive)
+    bucket, key = split_uri(f"{output}/{job}/output/model.tar.gz")
+    s3.upload_file(str(archive), bucket, key)
+    pack(box.path("/opt/ml/output/data"), step_dir / "artifacts" / "output.tar.gz")
+    s3.upload_file(str(step_dir / "artifacts" / "output.tar.gz"), bucket, key.replace("model.tar.gz", "output.tar.gz"))
+    return {"TrainingJobName": job, "TrainingJobStatus": "Completed", "HyperParameters": args.get("HyperParameters", {}),
+            "ModelArtifacts": {"S3ModelArtifacts": f"{output}/{job}/output/model.tar.gz"},
+            "OutputDataConfig": args["OutputDataConfig"], "AlgorithmSpecification": algorithm,
+            "ResourceConfig": args["ResourceConfig"]}
+
+
+def _write_config(box: Container, args: dict[str, Any], channels: list[dict[str, Any]]) -> None:
+    """/opt/ml/input/config as the training platform writes it."""
+    config = box.path("/opt/ml/input/config")
+    config.mkdir(parents=True, exist_ok=True)
+    resources = args["ResourceConfig"]
+    hosts = [f"algo-{i + 1}" for i in range(int(resources.get("InstanceCount", 1)))]
+    files = {
+        "hyperparameters.json": {k: str(v) for k, v in args.get("HyperParameters", {}).items()},
+        "resourceconfig.json": {"current_host": hosts[0], "current_instance_type": resources["InstanceType"],
+                                "current_group_name": "homogeneousCluster", "hosts": hosts,
+                                "network_interface_name": "eth0"},
+        "inputdataconfig.json": {c["ChannelName"]: {"TrainingInputMode": c.get("InputMode", "File"),
+                                                    "S3DistributionType": c["DataSource"]["S3DataSource"].get(
+                                                        "S3DataDistributionType", "FullyReplicated"),
+                                                    "RecordWrapperType": "None"} for c in channels},
+    }
+    for name, data in files.items():
+        (config / name).write_text(json.dumps(data))
