@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/transform_memory.py
 	$(BIN)/python benchmarks/ddp_throughput.py
 	$(BIN)/python benchmarks/emulate_overhead.py
+	$(BIN)/python benchmarks/tuning_speed.py
+	$(BIN)/python benchmarks/chaos.py
 
 clean:
 	rm -rf .sagepipe benchmarks/results

@@ -3,12 +3,15 @@
 Inputs: input/model/ (model.tar.gz, as SageMaker hands a training step's model output to a processing job,
 or the model folder itself: model.txt, feature_transform.json, metadata.json), input/test/*.parquet.
 Output: output/evaluation/{evaluation.json, roc.png, precision_recall.png, feature_importance.png (LightGBM)}.
+Every value and standard deviation in evaluation.json is a finite number: a test split without both classes,
+or a model whose scores are not finite, stops the step with one line that says so instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,6 +26,10 @@ from tracking import Tracking
 ROOT = Path(os.environ.get("SAGEPIPE_PROCESSING_DIR", "/opt/ml/processing"))
 
 
+class EvaluationError(Exception):
+    """Test data or scores that give no meaningful metrics; the message says what, with counts."""
+
+
 def bootstrap_std(y: np.ndarray, p: np.ndarray, metric, rounds: int, seed: int) -> float:
     """Standard deviation of a metric over bootstrap resamples of the test rows."""
     rng = np.random.default_rng(seed)
@@ -34,27 +41,81 @@ def bootstrap_std(y: np.ndarray, p: np.ndarray, metric, rounds: int, seed: int) 
     return float(np.std(values)) if values else 0.0
 
 
+def bootstrap_std_at_threshold(y: np.ndarray, p: np.ndarray, predicted: np.ndarray, rounds: int,
+                               seed: int) -> dict[str, float]:
+    """Standard deviations of the metrics at the threshold (from each resample's confusion counts)."""
+    rng = np.random.default_rng(seed)
+    cell = 2 * y.astype(np.int64) + predicted  # 0 tn, 1 fp, 2 fn, 3 tp
+    loss = -(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1)))
+    values: dict[str, list[float]] = {k: [] for k in ("log_loss", "precision", "recall", "f1", "accuracy",
+                                                      "positive_rate")}
+    for _ in range(rounds):
+        idx = rng.integers(0, len(y), min(len(y), 200_000))
+        tn, fp, fn, tp = np.bincount(cell[idx], minlength=4)
+        if tp + fn == 0 or tn + fp == 0:
+            continue
+        values["log_loss"].append(loss[idx].mean())
+        values["precision"].append(tp / (tp + fp) if tp + fp else 0.0)
+        values["recall"].append(tp / (tp + fn))
+        values["f1"].append(2 * tp / (2 * tp + fp + fn))
+        values["accuracy"].append((tp + tn) / len(idx))
+        values["positive_rate"].append((tp + fn) / len(idx))
+    return {k: float(np.std(v)) if v else 0.0 for k, v in values.items()}
+
+
+def check_test_data(y: np.ndarray, p: np.ndarray) -> None:
+    """Both classes present and every score a finite probability, or ROC/PR AUC would be NaN or meaningless."""
+    positives = int((y == 1).sum())
+    if positives == 0 or positives == len(y):
+        raise EvaluationError(
+            f"the test split has {positives:,} {LABEL}=1 and {len(y) - positives:,} {LABEL}=0 rows; ROC AUC and "
+            f"PR AUC are undefined without both classes — preprocess requires both in every split "
+            f"(expectation suite: join_and_split.min_positives_per_split / min_negatives_per_split)")
+    bad = int((~np.isfinite(p)).sum())
+    if bad:
+        raise EvaluationError(f"the model gave {bad:,} of {len(p):,} test rows a score that is not a finite number "
+                              "(NaN or infinite); no metrics were written — check the model and its input features")
+
+
+def non_finite(report: dict, prefix: str = "") -> list[str]:
+    """Names of the report's values that are not finite numbers (NaN, infinity, or a text placeholder)."""
+    found = []
+    for key, value in report.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += non_finite(value, f"{name}.")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            found.append(f"{name}={value!r}")
+    return found
+
+
 def metrics_report(y: np.ndarray, p: np.ndarray, threshold: float, rounds: int) -> dict:
     from sklearn import metrics as m
 
+    check_test_data(y, p)
     predicted = (p >= threshold).astype(int)
     tn, fp, fn, tp = m.confusion_matrix(y, predicted, labels=[0, 1]).ravel()
+    std = bootstrap_std_at_threshold(y, p, predicted, rounds, 3)
 
-    def entry(value: float, std: float | None = None) -> dict:
-        return {"value": float(value), "standard_deviation": float(std) if std is not None else "NaN"}
+    def entry(value: float, std: float) -> dict:
+        return {"value": float(value), "standard_deviation": float(std)}
 
-    return {"binary_classification_metrics": {
+    report = {"binary_classification_metrics": {
         "auc": entry(m.roc_auc_score(y, p), bootstrap_std(y, p, m.roc_auc_score, rounds, 1)),
         "pr_auc": entry(m.average_precision_score(y, p), bootstrap_std(y, p, m.average_precision_score, rounds, 2)),
-        "log_loss": entry(m.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        "precision": entry(m.precision_score(y, predicted, zero_division=0)),
-        "recall": entry(m.recall_score(y, predicted, zero_division=0)),
-        "f1": entry(m.f1_score(y, predicted, zero_division=0)),
-        "accuracy": entry(m.accuracy_score(y, predicted)),
-        "threshold": entry(threshold),
+        "log_loss": entry(m.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]), std["log_loss"]),
+        "precision": entry(m.precision_score(y, predicted, zero_division=0), std["precision"]),
+        "recall": entry(m.recall_score(y, predicted, zero_division=0), std["recall"]),
+        "f1": entry(m.f1_score(y, predicted, zero_division=0), std["f1"]),
+        "accuracy": entry(m.accuracy_score(y, predicted), std["accuracy"]),
+        "threshold": entry(threshold, 0.0),
         "confusion_matrix": {"0": {"0": int(tn), "1": int(fp)}, "1": {"0": int(fn), "1": int(tp)}},
-        "test_rows": entry(len(y)), "positive_rate": entry(y.mean()),
+        "test_rows": entry(len(y), 0.0), "positive_rate": entry(y.mean(), std["positive_rate"]),
     }}
+    bad = non_finite(report)
+    if bad:
+        raise EvaluationError(f"metrics that are not finite numbers: {', '.join(bad)}; nothing was written")
+    return report
 
 
 def plots(y: np.ndarray, p: np.ndarray, importance: dict[str, float], report: dict, out: Path) -> None:
@@ -103,6 +164,20 @@ def plots(y: np.ndarray, p: np.ndarray, importance: dict[str, float], report: di
     plt.close(fig)
 
 
+def read_test(folder: Path) -> pd.DataFrame:
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise EvaluationError(f"input 'test' ({folder}) has no *.parquet file; it must be the preprocess step's "
+                              "test output")
+    test = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if LABEL not in test.columns:
+        raise EvaluationError(f"input 'test': no {LABEL!r} column in {', '.join(f.name for f in files)}")
+    if test[LABEL].isna().any() or not test[LABEL].isin([0, 1]).all():
+        odd = sorted({str(v) for v in test.loc[~test[LABEL].isin([0, 1]), LABEL]})[:5]
+        raise EvaluationError(f"input 'test': {LABEL} must be 0 or 1; found {odd}")
+    return test
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="evaluate the fraud model on the test split")
     parser.add_argument("--threshold", type=float, default=0.5)
@@ -112,13 +187,20 @@ def main() -> None:
         model = FraudModel(open_model_dir(ROOT / "input" / "model"))
     except ModelArchiveError as exc:
         sys.exit(f"error: {exc}")
-    test = pd.concat([pd.read_parquet(f) for f in sorted((ROOT / "input" / "test").glob("*.parquet"))],
-                     ignore_index=True)
-    y = test[LABEL].to_numpy()
-    p = model.predict_proba(test)
+    try:
+        evaluate(model, args)
+    except EvaluationError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def evaluate(model: FraudModel, args: argparse.Namespace) -> None:
+    test = read_test(ROOT / "input" / "test")
+    y = test[LABEL].to_numpy().astype(np.int64)
+    p = np.asarray(model.predict_proba(test), dtype=np.float64)
     report = metrics_report(y, p, args.threshold, args.bootstrap_rounds)
     out = ROOT / "output" / "evaluation"
-    (out / "evaluation.json").write_text(json.dumps(report, indent=2))
+    (out / "evaluation.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     plots(y, p, model.feature_importance(), report, out)
     scores = report["binary_classification_metrics"]
     track = Tracking.from_env()

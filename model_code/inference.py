@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +103,9 @@ def _numbers(values: list[Any], field: str) -> Any:
     if not any(type(v) is bool for v in values):
         try:
             parsed = np.array(values, dtype=np.float64)
-            if parsed.ndim == 1:
+            if parsed.ndim == 1 and not np.isinf(parsed).any():
                 return parsed
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             pass
     return [_number(v, field, row) for row, v in enumerate(values)]
 
@@ -113,11 +114,16 @@ def _number(value: Any, field: str, row: int) -> float:
     if _missing(value):
         return NAN
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise InputError(f"record {row}: field '{field}' must be a number, got {json.dumps(value)}")
+        raise InputError(f"record {row}: field '{field}' must be a number, got {_shown(value)}")
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise InputError(f"record {row}: field '{field}' must be a number, got {json.dumps(value)}") from None
+        raise InputError(f"record {row}: field '{field}' must be a number, got {_shown(value)}") from None
+    except OverflowError:  # an integer beyond float64's range (over 308 digits)
+        number = math.inf
+    if math.isinf(number):
+        raise InputError(f"record {row}: field '{field}' is out of range for a number, got {_shown(value)}")
+    return number
 
 
 def _limits(value: Any, field: str, row: int) -> tuple[float, float]:
@@ -127,7 +133,13 @@ def _limits(value: Any, field: str, row: int) -> tuple[float, float]:
     try:
         return float(person), float(accident)
     except ValueError:
-        raise InputError(f"record {row}: field '{field}' must look like '25/50', got {json.dumps(value)}") from None
+        raise InputError(f"record {row}: field '{field}' must look like '25/50', got {_shown(value)}") from None
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """A value as JSON for a message, cut short (with its length) when long."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _close(word: str, choices: list[str]) -> str:
@@ -156,13 +168,17 @@ def input_fn(body: bytes | str, content_type: str, fields: list[str] = RAW_FEATU
 
 def _csv_records(text: str, fields: list[str]) -> list[dict[str, Any]]:
     records = []
-    for number, cells in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not cells:
-            continue
-        if len(cells) != len(fields):
-            raise InputError(f"CSV line {number}: expected {len(fields)} comma-separated values (no header, in the "
-                             f"documented field order), got {len(cells)}")
-        records.append(dict(zip(fields, cells)))
+    reader = csv.reader(io.StringIO(text))
+    try:
+        for cells in reader:
+            if not cells:
+                continue
+            if len(cells) != len(fields):
+                raise InputError(f"CSV line {reader.line_num}: expected {len(fields)} comma-separated values (no "
+                                 f"header, in the documented field order), got {len(cells)}")
+            records.append(dict(zip(fields, cells)))
+    except csv.Error as exc:  # a value over the csv module's field size limit (128 KiB)
+        raise InputError(f"CSV line {reader.line_num}: {exc}") from None
     if not records:
         raise InputError("the CSV body has no rows")
     return records
@@ -173,6 +189,12 @@ def _json_records(text: str) -> list[dict[str, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # the only other one: an integer over Python's digit limit
+        raise InputError(f"the body has a JSON integer of over {sys.get_int_max_str_digits():,} digits; a number "
+                         f"must fit a 64-bit float") from None
+    except RecursionError:
+        raise InputError("the JSON nests too deeply; send a record {\"field\": value, ...}, a list of records or "
+                         "columns {\"field\": [...]}") from None
     if isinstance(data, list):
         if not data:
             raise InputError("the JSON list is empty; send at least one record")

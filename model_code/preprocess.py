@@ -4,6 +4,8 @@ Inputs (SageMaker processing layout, under $SAGEPIPE_PROCESSING_DIR or /opt/ml/p
   input/raw/claims.csv, input/raw/customers.csv     input/expectations/*.yaml
 Outputs: output/{train,validation,test}/<split>.parquet, output/transform/feature_transform.json,
   output/data_docs/ (Great Expectations Data Docs).
+The suite's join_and_split section decides how many claims may lack a customer (min_join_coverage) and how
+many fraud and non-fraud rows each split needs (min_positives_per_split, min_negatives_per_split).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import features
-from data_quality import DataError, load_suite, validate
+from data_quality import DATASET, DataError, check_classes, join_coverage, load_suite, validate
 from fraud_schema import KEY, LABEL, NA_VALUES
 from tracking import Tracking
 
@@ -82,11 +84,17 @@ def run(args: argparse.Namespace) -> None:
                         + "\n  ".join(failures))
     print(f"data quality: all expectations passed for {', '.join(frames)}")
     claims, customers = frames["claims.csv"], frames["customers.csv"]
-    joined = claims.merge(customers, on=KEY, how="inner", validate="one_to_one")
-    if len(joined) < 0.5 * len(claims):
-        raise DataError(f"only {len(joined)} of {len(claims)} claims have a customer with the same {KEY}")
+    rules, suite_name = suite[DATASET], suites[0].name
+    joined, dropped = join_coverage(claims, customers, KEY, ("claims.csv", "customers.csv"), ("claim", "customer"),
+                                    rules["min_join_coverage"], suite_name)
+    track.log_metrics({"claims_without_customer": len(claims) - len(joined)})
+    if dropped:
+        print(f"WARNING: join: {dropped}", file=sys.stderr)
+    print(f"join: {len(joined):,} of {len(claims):,} claims have a customer")
     ratios = (args.train_ratio, args.validation_ratio, 1 - args.train_ratio - args.validation_ratio)
     splits = stratified_split(joined, ratios, args.seed)
+    source = "claims.csv" if len(joined) == len(claims) else "the joined claims"
+    check_classes(dict(zip(("train", "validation", "test"), splits)), LABEL, rules, source, suite_name)
     for name, split in zip(("train", "validation", "test"), splits):
         split.to_parquet(ROOT / "output" / name / f"{name}.parquet", index=False)
         print(f"{name}: {len(split)} rows, {split[LABEL].mean():.2%} fraud")
@@ -105,8 +113,9 @@ def main() -> None:
         parser.error("ratios must be in (0, 1) and train + validation must leave room for test")
     try:
         run(args)
-    except DataError as exc:
-        print(f"ERROR: {exc}", file=sys.stderr)
+    except DataError as exc:  # one ERROR line per problem; indented lines belong to the one above
+        print("\n".join(line if line.startswith(" ") else f"ERROR: {line}" for line in str(exc).splitlines()),
+              file=sys.stderr)
         sys.exit(1)
 
 

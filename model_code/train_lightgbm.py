@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +22,41 @@ from fraud_schema import CATEGORICAL, LABEL
 from tracking import Tracking
 
 
+class TrainingDataError(Exception):
+    """Training data that cannot give a model; the message says what, with counts, and how to fix it."""
+
+
 def _read(channel: str) -> pd.DataFrame:
     folder = Path(os.environ[f"SM_CHANNEL_{channel.upper()}"])
-    return pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))], ignore_index=True)
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        raise TrainingDataError(f"channel {channel!r} ({folder}) has no *.parquet file; it must be the preprocess "
+                                f"step's {channel} output")
+    frame = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+    if LABEL not in frame.columns:
+        raise TrainingDataError(f"channel {channel!r}: no {LABEL!r} column in {', '.join(f.name for f in files)}")
+    return frame
+
+
+def check_both_classes(channel: str, labels: pd.Series) -> None:
+    """LightGBM's binary objective needs both classes to train, and validation AUC needs both to mean anything."""
+    positives = int((labels == 1).sum())
+    if positives == 0 or positives == len(labels):
+        raise TrainingDataError(
+            f"the {channel} channel has {positives:,} {LABEL}=1 and {len(labels) - positives:,} {LABEL}=0 rows; "
+            f"a fraud model needs both classes in train and validation — preprocess checks this "
+            f"(expectation suite: join_and_split.min_positives_per_split / min_negatives_per_split)")
 
 
 def main() -> None:
+    try:
+        train_model()
+    except TrainingDataError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+def train_model() -> None:
     parser = argparse.ArgumentParser(description="train the LightGBM fraud model")
     parser.add_argument("--num_boost_round", type=int, default=300)
     parser.add_argument("--learning_rate", type=float, default=0.03)
@@ -47,6 +77,8 @@ def main() -> None:
     model_dir, output_dir = Path(os.environ["SM_MODEL_DIR"]), Path(os.environ["SM_OUTPUT_DATA_DIR"])
     transform = features.load(Path(os.environ["SM_CHANNEL_TRANSFORM"]))
     train, validation = _read("train"), _read("validation")
+    check_both_classes("train", train[LABEL])
+    check_both_classes("validation", validation[LABEL])
     x_train, x_val = features.apply(transform, train), features.apply(transform, validation)
     y_train, y_val = train[LABEL].to_numpy(), validation[LABEL].to_numpy()
     params = {
@@ -66,11 +98,17 @@ def main() -> None:
     train_set = lgb.Dataset(x_train, y_train, categorical_feature=CATEGORICAL, free_raw_data=True)
     val_set = lgb.Dataset(x_val, y_val, reference=train_set, categorical_feature=CATEGORICAL)
     history: dict = {}
-    booster = lgb.train(
-        params, train_set, num_boost_round=args.num_boost_round, valid_sets=[val_set], valid_names=["validation"],
-        callbacks=[lgb.early_stopping(args.early_stopping_rounds, first_metric_only=True, verbose=False),
-                   lgb.record_evaluation(history), lgb.log_evaluation(period=50)],
-    )
+    try:
+        booster = lgb.train(
+            params, train_set, num_boost_round=args.num_boost_round, valid_sets=[val_set],
+            valid_names=["validation"],
+            callbacks=[lgb.early_stopping(args.early_stopping_rounds, first_metric_only=True, verbose=False),
+                       lgb.record_evaluation(history), lgb.log_evaluation(period=50)],
+        )
+    except lgb.basic.LightGBMError as exc:
+        message = " ".join(str(exc).split())
+        raise TrainingDataError(f"LightGBM could not train on {len(train):,} rows "
+                                f"({int(y_train.sum()):,} {LABEL}=1): {message}") from None
     best = booster.best_iteration or booster.current_iteration()
     booster.save_model(str(model_dir / "model.txt"), num_iteration=best)
     features.save(transform, model_dir)

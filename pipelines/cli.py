@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,6 +14,7 @@ from pipelines.errors import ConfigError, Problem
 from pipelines.registry import RegistryError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+STARTED = time.time()  # when this command began: a registry decision recorded later by someone else conflicts
 
 
 def state_root() -> Path:
@@ -30,6 +32,21 @@ def _config_args(parser: argparse.ArgumentParser, params: bool = True) -> None:
     if params:
         parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                             help="override a pipeline parameter (repeatable)")
+
+
+def _int_in(low: int, high: int | None = None) -> Any:
+    """An argparse type: a whole number from low to high (argparse then says what is wrong and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {low} to {high}" if high is not None
+                                             else f"{value} is out of range: at least {low}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     serve = sub.add_parser("serve", help="a local endpoint (SageMaker's inference protocol) for a model version")
     serve.add_argument("target", metavar="GROUP[@VERSION|@approved]|ENDPOINT")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.add_argument("--port", type=_int_in(1, 65535), default=8080, help="TCP port on 127.0.0.1 (default 8080)")
+    serve.add_argument("--workers", type=_int_in(1), default=2, help="worker processes (default 2)")
     serve.add_argument("--env", default="local")
     batch = sub.add_parser("transform", help="batch inference over a CSV or Parquet file")
     batch.add_argument("target", metavar="GROUP[@VERSION|@approved]")
     batch.add_argument("input")
     batch.add_argument("output")
-    batch.add_argument("--chunk-rows", type=int, default=200_000)
+    batch.add_argument("--chunk-rows", type=_int_in(1), default=200_000, help="rows scored at once (default 200000)")
     batch.add_argument("--env", default="local")
     params = sub.add_parser("endpoint-params", help="CloudFormation parameters for infra/endpoint.yaml")
     _config_args(params, params=False)
@@ -122,6 +139,9 @@ def _models_args(sub: Any) -> None:
         decide.add_argument("--note", default="", help="why (recorded in the history)")
         if verb == "approve":
             decide.add_argument("--force", action="store_true", help="approve a version that was rejected")
+        else:
+            decide.add_argument("--rollback", action="store_true", help="move each local endpoint serving it to "
+                                "the newest version still Approved (also for a version already rejected)")
     for parser in (listing, show, *actions.choices.values()):
         if not any(a.dest == "env" for a in parser._actions):
             parser.add_argument("--env", default="local", help="whose registry: configs/env/ENV.yaml (default: local)")
@@ -234,7 +254,7 @@ def _models(args: argparse.Namespace) -> int:
         return models_cli.models_show(registry, args.group, args.version, args.json)
     status = "Approved" if action == "approve" else "Rejected"
     return models_cli.models_decide(registry, state_root(), args.group, args.version, status, args.note,
-                                    getattr(args, "force", False))
+                                    getattr(args, "force", False), STARTED, getattr(args, "rollback", False), args.env)
 
 
 def print_json(data: Any) -> None:

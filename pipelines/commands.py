@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import ConfigError, Problem
-from pipelines.local.state import RunState, list_runs
+from pipelines.local.state import RunState, RunUnavailable, list_runs
 from pipelines.spec import PipelineSpec
 
 EXIT_CODES = {"succeeded": 0, "failed": 1, "interrupted": 130}
+EXIT_UNAVAILABLE = 2  # the run folder cannot be used: locked by another process, or not writable
 
 
 def run(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | None, as_json: bool) -> int:
@@ -31,7 +32,11 @@ def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool) -> 
         known = [r["run_id"] for r in list_runs(root / "runs")][:5]
         raise ConfigError([Problem(str(root / "runs"), None, "RUN_ID",
                                    f"no run '{run_id}' (recent: {', '.join(known) or 'none'})")])
-    state = RunState.load(run_dir)
+    try:
+        state = RunState.load(run_dir)
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read {run_dir / 'state.json'}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     if state.data["status"] == "succeeded":
         print(f"run {run_id} already succeeded; nothing to resume", file=sys.stderr)
         return 0
@@ -60,11 +65,14 @@ def drive(spec: PipelineSpec, root: Path, max_parallel: int | None, as_json: boo
     print(title, file=stream, flush=True)
     from pipelines.tracking import open_tracker
 
-    tracker = open_tracker(spec, root, warn=lambda text: print(text, file=sys.stderr, flush=True))
+    tracker = open_tracker(spec, root, warn=reporter.warn)
     runner = LocalRunner(spec, root, use_cache=use_cache, max_parallel=max_parallel, report=reporter,
-                         tracker=tracker)
+                         tracker=tracker, warn=reporter.warn)
     try:
         state = start(runner)
+    except RunUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_UNAVAILABLE
     finally:
         reporter.close()
     _explain(state, stream)
@@ -77,6 +85,8 @@ def _explain(state: RunState, stream: Any) -> None:
     data = state.data
     took = (data.get("ended_at") or time.time()) - data["started_at"]
     print(f"{data['status']} in {took:.1f}s — run {data['run_id']}", file=stream)
+    if data.get("error"):
+        print(f"error: {data['error']}", file=stream)
     for name, step in data["steps"].items():
         if step["status"] != "failed":
             continue

@@ -1,7 +1,9 @@
-"""File-system helpers: atomic writes, content hashes, cheap copies."""
+"""File-system helpers: atomic writes, content hashes, copies, and removals that stay inside a folder."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -37,20 +39,58 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def hash_path(path: Path) -> str:
     """sha256 over a file's bytes, or over a folder's relative paths and file contents."""
+    return _digest(path, None)
+
+
+def copy_path(source: Path, target: Path) -> str:
+    """Copy a file (to the file target) or a folder's files (into the folder target) as new files, and
+    return hash_path of what was read; a missing source is FileNotFoundError."""
+    return _digest(source, target)
+
+
+def stat_signature(path: Path) -> str | None:
+    """A cheap fingerprint of a file or folder (names, sizes, times, inodes): equal signatures mean unchanged
+    contents, so a digest recorded with one can be trusted; None when it cannot be read."""
+    try:
+        files = [path] if path.is_file() else _files(path)
+        stats = [(str(f.relative_to(path)), s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+                 for f in files for s in [f.stat()]]
+    except OSError:
+        return None
+    return hash_json(stats)
+
+
+def _files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such file or folder", str(folder))
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _digest(path: Path, target: Path | None) -> str:
     digest = hashlib.sha256()
     if path.is_file():
-        _hash_file(path, digest)
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        _pump(path, digest, target)
         return digest.hexdigest()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode() + b"\0")
-        _hash_file(file, digest)
+    files = _files(path)
+    if target is not None:
+        target.mkdir(parents=True, exist_ok=True)
+        for folder in sorted(p for p in path.rglob("*") if p.is_dir()):
+            (target / folder.relative_to(path)).mkdir(parents=True, exist_ok=True)
+    for file in files:
+        relative = file.relative_to(path)
+        digest.update(str(relative).encode() + b"\0")
+        _pump(file, digest, None if target is None else target / relative)
     return digest.hexdigest()
 
 
-def _hash_file(path: Path, digest: "hashlib._Hash") -> None:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
+def _pump(path: Path, digest: "hashlib._Hash", target: Path | None) -> None:
+    with open(path, "rb") as source, open(target, "xb") if target else contextlib.nullcontext() as copy:
+        while chunk := source.read(1 << 20):
             digest.update(chunk)
+            if copy:
+                copy.write(chunk)
     digest.update(b"\0")
 
 
@@ -74,6 +114,37 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+class UnsafePath(Exception):
+    """A path that leads outside the folder it must stay in (a planted symbolic link, say)."""
+
+
+def inside(path: Path, root: Path, follow: bool = False) -> Path:
+    """path with its folders resolved (and its last part too when follow), checked to lie under root."""
+    if path.name in ("", ".", ".."):
+        raise UnsafePath(f"refusing to touch {path}: not a plain name")
+    real = path.resolve() if follow else path.parent.resolve() / path.name
+    base = root.resolve()
+    if base not in real.parents:
+        raise UnsafePath(f"refusing to touch {path}: it leads to {real}, outside {base}")
+    return real
+
+
+def remove_inside(path: Path, root: Path) -> None:
+    """remove_path, refusing (UnsafePath) unless path lies under root once its folders are resolved; a link
+    is removed itself, never followed."""
+    real = inside(path, root)
+    if real.is_dir() and not real.is_symlink():
+        shutil.rmtree(real)
+    else:
+        real.unlink(missing_ok=True)
+
+
+def fresh_dir(path: Path, root: Path) -> None:
+    """An empty folder at path, which must lie under root."""
+    remove_inside(path, root)
+    path.mkdir(parents=True)
 
 
 def _link_or_copy(src: str | Path, dst: str | Path) -> None:

@@ -1,23 +1,26 @@
 """The model registry on MLflow: a registered model per group, a model version per registration.
 
 MLflow versions have no approval status, so the status, metrics, lineage and each recorded change
-live in version tags (`sagepipe.*`). Every change is its own tag, so two changes at once both stay
-recorded; version numbers come from MLflow's store, so two registrations at once get two versions.
+live in version tags (`sagepipe.*`). MLflow has no compare-and-set, so status changes take a file lock
+per tracking URI and group under the state folder (`locks/`): one machine's decisions are serialized,
+each history entry names the real previous status. Version numbers come from MLflow's store, so two
+registrations at once get two versions.
 A version's source is its model.tar.gz (as SageMaker's ModelDataUrl), logged to a run's artifacts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 from pipelines.model_archive import ARCHIVE, ModelArchiveError, model_folder, pack, unpack
-from pipelines.registry import Registry, RegistryError, check_transition, history_entry
+from pipelines.registry import Registry, RegistryError, file_lock, history_entry
 from pipelines.tracking import artifact_root, mlflow_client
 
 STATUS_TAG = "sagepipe.approval_status"
@@ -30,9 +33,10 @@ EXPERIMENT = "sagepipe-registry"
 class MlflowRegistry(Registry):
     """Model package groups kept in an MLflow Model Registry (SQLite store or tracking server)."""
 
-    def __init__(self, uri: str, download_root: Path):
+    def __init__(self, uri: str, download_root: Path, lock_root: Path | None = None):
         self.uri = uri
         self.download_root = download_root
+        self.lock_root = lock_root or download_root.parent / "locks"
         self._client: Any = None
 
     @property
@@ -115,15 +119,15 @@ class MlflowRegistry(Registry):
                                               description=f"registered by {lineage.get('pipeline', 'sagepipe')}")
         return _package(created), True
 
-    def set_status(self, group: str, version: int, status: str, note: str = "",
-                   force: bool = False) -> dict[str, Any]:
-        """Approve or reject a version, recording who, when, why and the previous status."""
-        previous = self.show(group, version)["status"]
-        check_transition(group, version, previous, status, force)
-        entry = history_entry(status, note, previous)
-        self.client.set_model_version_tag(group, str(version), _history_key(), json.dumps(entry))
-        self.client.set_model_version_tag(group, str(version), STATUS_TAG, status)
-        return self.show(group, version)
+    def locked(self, group: str) -> ContextManager[None]:
+        key = hashlib.sha256(f"{self.uri}\0{group}".encode()).hexdigest()[:16]
+        return file_lock(self.lock_root / f"mlflow-{key}.lock", f"model group {group} at {self.uri}")
+
+    def _write_status(self, package: dict[str, Any], status: str, entry: dict[str, Any]) -> dict[str, Any]:
+        group, version = package["group"], str(package["version"])
+        self.client.set_model_version_tag(group, version, _history_key(), json.dumps(entry))
+        self.client.set_model_version_tag(group, version, STATUS_TAG, status)
+        return self.show(group, int(version))
 
     # --- helpers ---------------------------------------------------------------------------------
     def _require_group(self, group: str) -> None:

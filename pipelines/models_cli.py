@@ -86,16 +86,32 @@ def models_show(registry: Any, group: str, version: int, as_json: bool) -> int:
     return 0
 
 
-def models_decide(registry: Any, state_root: Path, group: str, version: int, status: str,
-                  note: str, force: bool) -> int:
+def models_decide(registry: Any, state_root: Path, group: str, version: int, status: str, note: str,
+                  force: bool, since: float | None = None, rollback: bool = False, env: str = "local") -> int:
     from pipelines.approvals import change_status
 
-    package, deployments = change_status(registry, group, version, status, note, force, state_root)
-    print(f"{group} version {version}: {package['history'][-1]['previous']} -> {package['status']}")
-    for line in deployments:
+    decision = change_status(registry, group, version, status, note, force, state_root, since, rollback)
+    package = decision.package
+    if decision.changed:
+        print(f"{group} version {version}: {package['history'][-1]['previous']} -> {package['status']}")
+    else:
+        print(f"{group} version {version}: already {package['status']}")
+    for line in decision.deployments:
         print(f"  deploy: {line}")
-    if status != "Approved":
+    for line in decision.rollbacks:
+        print(f"  rollback: {line}")
+    if status != "Approved" and not decision.rollbacks:
         print("  no deployment: only an approval deploys")
+    for endpoint in decision.still_serving:
+        print(f"WARNING: endpoint {endpoint} still serves {group} version {version}, which is Rejected", file=sys.stderr)
+    if decision.still_serving:
+        env_flag = f" --env {env}" if env != "local" else ""
+        if decision.fallback is None:
+            print(f"WARNING: {group} has no other Approved version to roll back to; approve one "
+                  f"(sagepipe models approve {group} VERSION{env_flag}) or stop the endpoint", file=sys.stderr)
+        else:
+            print(f"WARNING: roll back to version {decision.fallback} (the newest Approved) with: "
+                  f"sagepipe models reject {group} {version} --rollback{env_flag}", file=sys.stderr)
     return 0
 
 

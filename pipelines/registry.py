@@ -5,17 +5,23 @@ model_uri, run_id and history (who, when, note, previous status for each change)
 The file backend here is used when no tracking store is configured: `.sagepipe/registry/<group>/
 <version>/` holding `package.json`, `model.tar.gz` (the model_uri, as SageMaker's ModelDataUrl) and
 `model/` (its files, for serving); versions are claimed with an atomic mkdir, so two registrations at
-once get two versions. `open_registry` picks the backend for an environment.
+once get two versions. A status change is atomic: under the group's lock (`file_lock`) it re-reads the
+version, checks the transition and writes, so two decisions at once never both start from the same status.
+`open_registry` picks the backend for an environment.
 """
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import json
 import os
+import threading
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager, Iterator
 
 from pipelines.errors import did_you_mean
 from pipelines.fsutil import atomic_write_json, link_tree
@@ -28,14 +34,26 @@ class RegistryError(Exception):
     """A registry request that cannot be carried out (unknown group, bad transition)."""
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+class TransitionConflict(RegistryError):
+    """Someone else changed the version's status while this decision was being made; nothing changed."""
 
 
-def check_transition(group: str, version: int, previous: str, status: str, force: bool) -> None:
-    """Raise RegistryError for a status change a person may not make (without --force)."""
+def _now(timespec: str = "seconds") -> str:
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
+
+
+def check_transition(package: dict[str, Any], status: str, force: bool, since: float | None = None) -> None:
+    """Raise RegistryError for a status change a person may not make (without --force).
+
+    since: when the person started deciding (epoch seconds); a decision recorded after it by someone
+    else is a TransitionConflict, so of two racing decisions exactly one takes effect."""
+    group, version, previous = package["group"], package["version"], package["status"]
     if status not in STATUSES:
         raise RegistryError(f"unknown status '{status}'{did_you_mean(status, STATUSES)}")
+    last = (package.get("history") or [{}])[-1]
+    if since is not None and not force and last.get("previous") and _timestamp(last.get("at")) > since:
+        raise TransitionConflict(f"{group} version {version} was {previous} by {last.get('by')} at {last['at']} "
+                                 f"while you were deciding; nothing changed (sagepipe models show {group} {version})")
     if previous == status:
         raise RegistryError(f"{group} version {version} is already {status}")
     if previous == "Rejected" and status == "Approved" and not force:
@@ -44,17 +62,82 @@ def check_transition(group: str, version: int, previous: str, status: str, force
 
 def history_entry(status: str, note: str, previous: str | None) -> dict[str, Any]:
     """One recorded change: the new status, when, by whom, why, and the status before."""
-    return {"status": status, "at": _now(), "by": _user(), "note": note, "previous": previous}
+    return {"status": status, "at": _now("microseconds"), "by": _user(), "note": note, "previous": previous}
+
+
+def _timestamp(at: Any) -> float:
+    try:
+        return datetime.fromisoformat(str(at)).timestamp()
+    except ValueError:
+        return float("-inf")
+
+
+_held = threading.local()
+
+
+@contextmanager
+def file_lock(path: Path, what: str, wait_s: float = 120) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (re-entrant in a thread; the OS drops it when the process dies)."""
+    if not hasattr(_held, "paths"):
+        _held.paths = {}
+    held: dict[str, int] = _held.paths
+    key = str(path)
+    if key in held:
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.seek(0)
+                    raise RegistryError(f"{what} is still locked by another change ({handle.read().strip() or path}) "
+                                        f"after {wait_s:.0f} s; try again") from None
+                time.sleep(0.02)
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}, {_user()}, since {_now()}")
+        handle.flush()
+        held[key] = 1
+        try:
+            yield
+        finally:
+            del held[key]
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Registry:
-    """What every backend shares; each provides groups, versions, show, register or not, set_status."""
+    """What every backend shares; each provides groups, versions, show, register or not, locked, _write_status."""
 
     def groups(self) -> list[str]:
         raise NotImplementedError
 
     def versions(self, group: str) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    def locked(self, group: str) -> ContextManager[None]:
+        """The group's lock: status changes (and what they deploy) happen one at a time."""
+        raise NotImplementedError
+
+    def _write_status(self, package: dict[str, Any], status: str, entry: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def set_status(self, group: str, version: int, status: str, note: str = "", force: bool = False,
+                   since: float | None = None) -> dict[str, Any]:
+        """Approve or reject a version atomically, recording who, when, why and the real previous status.
+
+        since: when the caller started deciding; see check_transition."""
+        with self.locked(group):
+            package = self.show(group, version)
+            check_transition(package, status, force, since)
+            return self._write_status(package, status, history_entry(status, note, package["status"]))
 
     def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None:
         """The newest version, or the newest with that status."""
@@ -132,15 +215,12 @@ class LocalRegistry(Registry):
         atomic_write_json(folder / "package.json", package)
         return package, True
 
-    def set_status(self, group: str, version: int, status: str, note: str = "",
-                   force: bool = False) -> dict[str, Any]:
-        """Approve or reject a version, recording who, when, why and the previous status."""
-        package = self.show(group, version)
-        previous = package["status"]
-        check_transition(group, version, previous, status, force)
-        package["status"] = status
-        package["history"].append(history_entry(status, note, previous))
-        atomic_write_json(self._group_dir(group) / str(version) / "package.json", package)
+    def locked(self, group: str) -> ContextManager[None]:
+        return file_lock(self._group_dir(group) / ".lock", f"model group {group}")
+
+    def _write_status(self, package: dict[str, Any], status: str, entry: dict[str, Any]) -> dict[str, Any]:
+        package = {**package, "status": status, "history": [*package["history"], entry]}
+        atomic_write_json(self._group_dir(package["group"]) / str(package["version"]) / "package.json", package)
         return package
 
     def model_path(self, package: dict[str, Any]) -> Path:

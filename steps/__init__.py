@@ -9,6 +9,8 @@ from steps.fail import FailStep
 from steps.processing import ProcessingStep
 from steps.register import RegisterStep
 from steps.training import TrainingStep
+from steps.transform import TransformStep
+from steps.tuning import TuningStep
 
 STEP_TYPES = {
     "processing": ProcessingStep,
@@ -18,4 +20,6 @@ STEP_TYPES = {
     "register": RegisterStep,
     "deploy": DeployStep,
     "fail": FailStep,
+    "tuning": TuningStep,
+    "transform": TransformStep,
 }

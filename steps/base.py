@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.fsutil import remove_path
+from pipelines.fsutil import remove_inside
 from pipelines.spec import Cache, EnvName, IoName, Resources, Retry, StepSpec
 
 class ScriptStep(StepSpec):
@@ -31,10 +31,10 @@ class ScriptStep(StepSpec):
         return self.resources or defaults
 
 
-def link_input(source: Path, mount: Path) -> None:
-    """Make `mount` a folder that holds source (a folder's contents, or a single file)."""
+def link_input(source: Path, mount: Path, root: Path) -> None:
+    """Make `mount` (a path under root) a folder that holds source (a folder's contents, or a single file)."""
+    remove_inside(mount, root)
     mount.parent.mkdir(parents=True, exist_ok=True)
-    remove_path(mount)
     if source.is_dir():
         mount.symlink_to(source.resolve(), target_is_directory=True)
     else:

@@ -133,9 +133,14 @@ class ConditionStep(StepSpec):
         cc.held.update(self.if_true + self.if_false)
         return SdkConditionStep(
             name=self.name, conditions=conditions, description=self.description or None,
-            if_steps=[cc.steps[n] for n in self.if_true if cc.steps[n] is not None],
-            else_steps=[cc.steps[n] for n in self.if_false if cc.steps[n] is not None],
+            if_steps=_compiled(cc, self.if_true), else_steps=_compiled(cc, self.if_false),
             depends_on=cc.depends_on(self))
+
+
+def _compiled(cc: Any, names: list[str]) -> list[Any]:
+    """The SDK steps of a branch (a step type may compile to several, e.g. transform: model + transform)."""
+    steps = [cc.steps[n] for n in names if cc.steps[n] is not None]
+    return [s for step in steps for s in (step if isinstance(step, list) else [step])]
 
 
 def sdk_condition(expr: Expr, cc: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -10,6 +9,7 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from pipelines.errors import StepFailed
+from pipelines.fsutil import fresh_dir
 from pipelines.local.context import LocalResult, StepContext
 from pipelines.spec import IoName
 from steps.base import ScriptStep, link_input
@@ -42,11 +42,10 @@ class ProcessingStep(ScriptStep):
     def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
         root = ctx.step_dir / "processing"
         for name, source in inputs.items():
-            link_input(source, root / "input" / name)
+            link_input(source, root / "input" / name, ctx.run_dir)
         outputs = self.local_output_dirs(ctx.step_dir)
         for folder in outputs.values():
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+            fresh_dir(folder, ctx.run_dir)
         env = {str(k): str(v) for k, v in ctx.resolve(self.environment).items()}
         env["SAGEPIPE_PROCESSING_DIR"] = str(root)
         argv = [sys.executable, str(ctx.repo_path(self.code)), *map(_arg, ctx.resolve(self.arguments))]

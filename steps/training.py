@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -12,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from pipelines.errors import StepFailed
-from pipelines.fsutil import remove_path
+from pipelines.fsutil import fresh_dir, inside, remove_inside
 from pipelines.local.context import LocalResult, StepContext
 from pipelines.model_archive import ARCHIVE, pack
 from pipelines.netutil import free_port
@@ -51,15 +50,14 @@ class TrainingStep(ScriptStep):
     def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
         channels = {name: ctx.step_dir / "input" / "data" / name for name in inputs}
         for name, source in inputs.items():
-            link_input(source, channels[name])
+            link_input(source, channels[name], ctx.run_dir)
         outputs = self.local_output_dirs(ctx.step_dir)
         model_dir = ctx.step_dir / "model"
-        remove_path(outputs["model"])
+        remove_inside(outputs["model"], ctx.run_dir)
         for folder in (model_dir, outputs["output"]):
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+            fresh_dir(folder, ctx.run_dir)
         checkpoints = ctx.step_dir / "checkpoints"
-        checkpoints.mkdir(exist_ok=True)
+        inside(checkpoints, ctx.run_dir, follow=True).mkdir(exist_ok=True)
         hps = ctx.resolve(self.hyperparameters)
         env = {str(k): str(v) for k, v in ctx.resolve(self.environment).items()}
         env.update(training_env(channels, model_dir, outputs["output"], hps, checkpoints))
@@ -81,10 +79,20 @@ class TrainingStep(ScriptStep):
     def compile_sagemaker(self, cc: Any) -> Any:
         """A TrainingStep from ModelTrainer with SourceCode (and Torchrun for a distribution); output and
         checkpoints under this execution's prefix, so no execution resumes from another's checkpoint."""
+        from sagemaker.mlops.workflow import TrainingStep as SdkTrainingStep
+
+        trainer, channels = self.model_trainer(cc)
+        step_args = trainer.train(input_data_config=channels)  # runs at definition time, in the repo root
+        return SdkTrainingStep(name=self.name, step_args=step_args,
+                               description=self.description or None, cache_config=cc.cache_config(self),
+                               retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
+
+    def model_trainer(self, cc: Any, source_dir: str | None = None) -> tuple[Any, list[Any]]:
+        """SDK v3's ModelTrainer for this step and its input channels (a tuning step tunes the same trainer);
+        source_dir replaces the script's folder (an S3 URI of its archive)."""
         from sagemaker.core.shapes import StoppingCondition
         from sagemaker.core.training.configs import (CheckpointConfig, Compute, InputData, OutputDataConfig,
                                                      SourceCode)
-        from sagemaker.mlops.workflow import TrainingStep as SdkTrainingStep
         from sagemaker.train import ModelTrainer
         from sagemaker.train.distributed import Torchrun
 
@@ -103,7 +111,8 @@ class TrainingStep(ScriptStep):
                     for name, value in self.inputs.items()]
         trainer = ModelTrainer(
             training_image=cc.image(self), role=cc.role, base_job_name=self.name, sagemaker_session=cc.session,
-            source_code=SourceCode(source_dir=os.path.relpath(code.parent, Path(cc.spec.repo_root).resolve()),
+            source_code=SourceCode(source_dir=source_dir or os.path.relpath(code.parent,
+                                                                            Path(cc.spec.repo_root).resolve()),
                                    entry_script=code.name, requirements=requirements),
             distributed=Torchrun(process_count_per_node=self.distribution.processes_per_host)
             if self.distribution else None,
@@ -115,10 +124,7 @@ class TrainingStep(ScriptStep):
             hyperparameters={k: cc.text(v) for k, v in self.hyperparameters.items()},
             environment={str(k): cc.text(v) for k, v in self.environment.items()}, networking=cc.networking(),
         )
-        step_args = trainer.train(input_data_config=channels)  # runs at definition time, in the repo root
-        return SdkTrainingStep(name=self.name, step_args=step_args,
-                               description=self.description or None, cache_config=cc.cache_config(self),
-                               retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
+        return trainer, channels
 
     def _launcher(self, ctx: StepContext) -> list[str]:
         """torchrun on this one machine: processes_per_host x instance_count processes (gloo, or nccl on GPUs)."""

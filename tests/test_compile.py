@@ -248,7 +248,8 @@ def test_code_artifacts_are_content_addressed_and_compiles_are_byte_identical(tm
 
 
 @pytest.mark.parametrize("name, env", [("fraud-detection", "dev"), ("fraud-detection", "staging"),
-                                       ("fraud-detection", "prod"), ("fraud-detection-torch", "dev")])
+                                       ("fraud-detection", "prod"), ("fraud-detection-torch", "dev"),
+                                       ("fraud-detection-hpo", "dev")])
 def test_example_pipeline_matches_its_golden_definition(name: str, env: str) -> None:
     compiled = compile_pipeline(load_pipeline(REPO / "configs" / f"{name}.yaml", env))
     golden = GOLDEN / f"{name}.{env}.json"
@@ -262,11 +263,11 @@ def test_every_definition_passes_the_reference_checks(every_step: dict, tmp_path
     every = tmp_path / "every-step.json"
     every.write_text(every_step["compiled"].json())
     goldens = sorted(GOLDEN.glob("*.json"))
-    assert len(goldens) == 4
+    assert len(goldens) == 5
     done = subprocess.run([sys.executable, str(CHECKER), *map(str, goldens), str(every)], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("0 error(s) OK") == 5
+    assert done.stdout.count("0 error(s) OK") == 6
 
 
 BAD_ENVS = {

@@ -268,3 +268,69 @@ def test_a_definition_written_with_the_sdk_runs_to_the_end(aws: dict, tmp_path: 
     assert model["epochs"] == 2 and model["lines"] == 1  # trained on Prepare's output, with its hyperparameter
     code, _, err = _emulate(tmp_path / "home", "--definition", str(definition), "--param", "MinAuc=0.9")
     assert code == 1 and "AUC 0.8 is below 0.9" in err
+
+
+def test_model_endpoint_config_and_endpoint_steps_create_them(aws: dict, tmp_path: Path) -> None:
+    definition = {"Version": "2020-12-01", "Metadata": {}, "Parameters": [], "Steps": [
+        {"Name": "Model", "Type": "Model", "Arguments": {
+            "ExecutionRoleArn": "arn:aws:iam::123456789012:role/x",
+            "PrimaryContainer": {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/serve:1",
+                                 "ModelDataUrl": f"s3://{BUCKET}/code/write.py"}}},
+        {"Name": "Config", "Type": "EndpointConfig", "Arguments": {"ProductionVariants": [{
+            "VariantName": "main", "ModelName": {"Get": "Steps.Model.ModelName"}, "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large"}]}},
+        {"Name": "Serve", "Type": "Endpoint", "Arguments": {
+            "EndpointName": "emulated-endpoint", "EndpointConfigName": {"Get": "Steps.Config.EndpointConfigName"}}}]}
+    path = tmp_path / "endpoint.json"
+    path.write_text(json.dumps(definition))
+    code, summary, err = _emulate(tmp_path / "home", "--definition", str(path))
+    assert code == 0, err
+    endpoint = aws["sm"].describe_endpoint(EndpointName="emulated-endpoint")
+    config = aws["sm"].describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    (variant,) = config["ProductionVariants"]
+    assert variant["ModelName"].startswith("Model-") and aws["sm"].describe_model(ModelName=variant["ModelName"])
+
+
+@pytest.mark.slow
+def test_a_shared_checkpoint_uri_resumes_another_execution_and_the_compiled_one_does_not(aws: dict,
+                                                                                         tmp_path: Path) -> None:
+    """SageMaker restores CheckpointConfig.S3Uri into every new training job: with one fixed URI the second
+    execution 'resumes' the first one's finished training and trains nothing; scoped to the execution it trains."""
+    import subprocess
+
+    from pipelines.loader import load_pipeline
+    from pipelines.sagemaker.compiler import compile_pipeline
+
+    compiled = compile_pipeline(load_pipeline(REPO / "configs" / "fraud-detection-torch.yaml", "dev"))
+    aws["s3"].create_bucket(Bucket=compiled.bucket)
+    for key, body in compiled.artifacts.items():
+        aws["s3"].put_object(Bucket=compiled.bucket, Key=key, Body=body)
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(REPO / "model_code" / "generate_data.py"), "--rows", "1500", "--seed", "5",
+                    "--out", str(data)], check=True, capture_output=True)
+    steps = {s["Name"]: s for s in compiled.definition["Steps"]}
+    train = steps["train"]
+    train["CacheConfig"] = {"Enabled": False}  # a fresh training job in every execution
+    train["Arguments"]["HyperParameters"]["epochs"] = "2"
+    trained = {}
+    for shared in (True, False):
+        if shared:
+            train["Arguments"]["CheckpointConfig"]["S3Uri"] = f"s3://{compiled.bucket}/fixed/checkpoints/train"
+        else:
+            train["Arguments"]["CheckpointConfig"] = next(
+                s for s in compile_pipeline(load_pipeline(REPO / "configs" / "fraud-detection-torch.yaml", "dev"))
+                .definition["Steps"] if s["Name"] == "train")["Arguments"]["CheckpointConfig"]
+        definition = {**compiled.definition, "Steps": [steps["ingest"], steps["preprocess"], train]}
+        path = tmp_path / f"torch-{'shared' if shared else 'scoped'}.json"
+        path.write_text(json.dumps(definition))
+        home = tmp_path / f"home-{shared}"
+        logs = []
+        for _ in range(2):
+            code, summary, err = _emulate(home, "--definition", str(path), "--param", f"input_data={data}")
+            assert code == 0, err
+            logs.append((home / "runs" / summary["run_id"] / "train" / "log.txt").read_text())
+        trained[shared] = logs
+    first, second = trained[True]
+    assert "epoch 2/2" in first and "resumed from checkpoint after epoch 2" in second and "epoch 1/2" not in second
+    first, second = trained[False]
+    assert "resumed from checkpoint" not in second and "epoch 1/2" in second and "epoch 2/2" in second

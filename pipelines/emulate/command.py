@@ -79,6 +79,10 @@ def _cannot_emulate(step: dict[str, Any], emulated: tuple[str, ...]) -> str | No
                     "emulate runs that form")
         if int((args.get("ResourceConfig") or {}).get("InstanceCount", 1)) != 1:
             return "emulate runs training on one instance; set resources.instance_count: 1 for emulate"
+    if kind == "Tuning":
+        from pipelines.emulate.tuning import cannot_emulate
+
+        return cannot_emulate(kind, args)
     return None
 
 
@@ -193,7 +197,7 @@ def _runnable(spec: Any, source: str, name: str, definition: dict[str, Any], val
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     execution = {"PipelineExecutionId": arn.rsplit("/", 1)[-1], "PipelineExecutionArn": arn, "PipelineName": name,
                  "PipelineArn": arn.split("/execution/")[0], "StartDateTime": now, "CurrentDateTime": now}
-    emulation = Emulation(name, arn, s3, sm, Scope(values, execution), root / "emulate" / "cache" / name)
+    emulation = Emulation(name, arn, s3, sm, Scope(values, execution), root / "emulate")
     emulation.scope.read_property_file = emulation.read_property_file
     raw_steps = list(all_steps(definition["Steps"]))
     emulation.steps = {s["Name"]: s for s in raw_steps}

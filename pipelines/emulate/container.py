@@ -54,7 +54,7 @@ class Container:
         return argv
 
     def environment(self, extra: dict[str, str]) -> dict[str, str]:
-        """python3/pip resolve to this interpreter; pip installs nothing new."""
+        """python3, pip and torchrun resolve to this interpreter; pip installs nothing new."""
         self._shims()
         import os
 
@@ -63,7 +63,8 @@ class Container:
 
     def _shims(self) -> None:
         self.bin.mkdir(parents=True, exist_ok=True)
-        for name, target in (("python3", ""), ("python", ""), ("pip", "-m pip"), ("pip3", "-m pip")):
+        for name, target in (("python3", ""), ("python", ""), ("pip", "-m pip"), ("pip3", "-m pip"),
+                             ("torchrun", "-m torch.distributed.run")):
             shim = self.bin / name
             if not shim.exists():
                 shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {target} "$@"\n')

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pipelines.emulate.container import TEXT_SUFFIXES, Container
 from pipelines.errors import StepFailed
@@ -49,16 +50,23 @@ def upload(s3: Any, folder: Path, uri: str) -> None:
         s3.upload_file(str(file), bucket, f"{prefix.rstrip('/')}/{file.relative_to(folder)}".lstrip("/"))
 
 
-def fresh_container(step_dir: Path) -> Container:
-    root = step_dir / "container"
-    if root.exists():
-        shutil.rmtree(root)
-    return Container(root)
+@contextmanager
+def fresh_container(root: Path) -> Iterator[Container]:
+    """An empty container folder, held by one job at a time. Its path is the same for every execution of a step,
+    so the files whose /opt/ml it rewrites come out the same each time, as the real ones are."""
+    import fcntl
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if root.exists():
+            shutil.rmtree(root)
+        yield Container(root)
 
 
-def processing_job(s3: Any, args: dict[str, Any], job: str, step_dir: Path, run: RunProcess) -> dict[str, Any]:
+def processing_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_dir: Path,
+                   run: RunProcess) -> dict[str, Any]:
     """Run one processing job; its properties as DescribeProcessingJob gives them."""
-    box = fresh_container(step_dir)
     for item in args.get("ProcessingInputs", []):
         source = item["S3Input"]
         download(s3, source["S3Uri"], box.path(source["LocalPath"]))
@@ -81,11 +89,11 @@ def processing_job(s3: Any, args: dict[str, Any], job: str, step_dir: Path, run:
             "ProcessingOutputConfig": {"Outputs": described}, "ProcessingResources": args["ProcessingResources"]}
 
 
-def training_job(s3: Any, args: dict[str, Any], job: str, step_dir: Path, run: RunProcess) -> dict[str, Any]:
+def training_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_dir: Path,
+                 run: RunProcess) -> dict[str, Any]:
     """Run one training job (SDK v3 ModelTrainer driver form); its properties as DescribeTrainingJob gives them."""
     from pipelines.model_archive import pack
 
-    box = fresh_container(step_dir)
     channels = args.get("InputDataConfig", [])
     for channel in channels:
         source = channel["DataSource"]["S3DataSource"]
@@ -101,8 +109,12 @@ def training_job(s3: Any, args: dict[str, Any], job: str, step_dir: Path, run: R
     for folder in ("/opt/ml/model", "/opt/ml/output/data"):
         box.path(folder).mkdir(parents=True, exist_ok=True)
     algorithm = args["AlgorithmSpecification"]
-    argv = box.command(algorithm.get("ContainerEntrypoint") or [], algorithm.get("ContainerArguments") or [])
-    env = box.environment({**args.get("Environment", {}), "TRAINING_JOB_NAME": job,
+    toolkit: dict[str, str] = {}
+    if algorithm.get("ContainerEntrypoint"):
+        argv = box.command(algorithm["ContainerEntrypoint"], algorithm.get("ContainerArguments") or [])
+    else:  # no entrypoint (a tuning job's trials): the framework image's training toolkit runs the script
+        argv, toolkit = _toolkit_command(s3, box, args, channels)
+    env = box.environment({**toolkit, **args.get("Environment", {}), "TRAINING_JOB_NAME": job,
                            "SAGEPIPE_CHECKPOINT_DIR": str(checkpoints)})
     code = run(argv, env, box.root)
     if checkpoint:  # and syncs it back, whether the job succeeded or not
@@ -120,6 +132,53 @@ def training_job(s3: Any, args: dict[str, Any], job: str, step_dir: Path, run: R
             "ModelArtifacts": {"S3ModelArtifacts": f"{output}/{job}/output/model.tar.gz"},
             "OutputDataConfig": args["OutputDataConfig"], "AlgorithmSpecification": algorithm,
             "ResourceConfig": args["ResourceConfig"]}
+
+
+def _toolkit_command(s3: Any, box: Container, args: dict[str, Any],
+                     channels: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
+    """What a framework image's training toolkit does: sagemaker_submit_directory's archive extracted into
+    /opt/ml/code, its requirements.txt installed, `python3 <sagemaker_program> --name value ...` (sorted, the
+    sagemaker_* ones left out) run there with the SM_* variables."""
+    import os
+    import tarfile
+
+    hps = {k: str(v) for k, v in args.get("HyperParameters", {}).items()}
+    program, submit = hps.get("sagemaker_program"), hps.get("sagemaker_submit_directory")
+    if not program or not submit:
+        raise StepFailed("the training job has no ContainerEntrypoint and no sagemaker_program and "
+                         "sagemaker_submit_directory hyperparameters: emulate cannot tell what it runs")
+    code, archive = box.path("/opt/ml/code"), box.path("/opt/ml/input/sourcedir.tar.gz")
+    code.mkdir(parents=True, exist_ok=True)
+    bucket, key = split_uri(submit)
+    s3.download_file(bucket, key, str(archive))
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(code, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise StepFailed(f"sagemaker_submit_directory {submit} is not a readable tar.gz: {exc}") from None
+    box.rewrite_files(code)
+    user = {k: v for k, v in hps.items() if not k.startswith("sagemaker_")}
+    arguments = [item for name in sorted(user) for item in (f"--{name}", user[name])]
+    install = "if [ -f requirements.txt ]; then pip install --quiet -r requirements.txt; fi"
+    argv = ["/bin/sh", "-c", f'cd "{code}" && {install} && exec python3 "{program}" "$@"', "sh", *arguments]
+    names = [c["ChannelName"] for c in channels]
+    hosts = [f"algo-{i + 1}" for i in range(int(args["ResourceConfig"].get("InstanceCount", 1)))]
+    env = {f"SM_CHANNEL_{n.upper().replace('-', '_')}": str(box.path(f"/opt/ml/input/data/{n}")) for n in names}
+    env.update({f"SM_HP_{n.upper().replace('-', '_')}": v for n, v in user.items()})
+    env.update({"SM_CHANNELS": json.dumps(sorted(names)), "SM_HPS": json.dumps({k: _decoded(v) for k, v in user.items()}),
+                "SM_MODEL_DIR": str(box.path("/opt/ml/model")), "SM_OUTPUT_DATA_DIR": str(box.path("/opt/ml/output/data")),
+                "SM_OUTPUT_DIR": str(box.path("/opt/ml/output")), "SM_INPUT_DIR": str(box.path("/opt/ml/input")),
+                "SM_INPUT_CONFIG_DIR": str(box.path("/opt/ml/input/config")), "SM_HOSTS": json.dumps(hosts),
+                "SM_CURRENT_HOST": hosts[0], "SM_NUM_CPUS": str(os.cpu_count() or 1), "SM_NUM_GPUS": "0",
+                "SM_MODULE_DIR": submit, "SM_USER_ENTRY_POINT": program, "SM_USER_ARGS": json.dumps(arguments)})
+    return argv, env
+
+
+def _decoded(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _write_config(box: Container, args: dict[str, Any], channels: list[dict[str, Any]]) -> None:

@@ -17,7 +17,8 @@ from pipelines.errors import StepFailed
 from pipelines.local.context import LocalResult, StepContext
 from pipelines.spec import StepSpec
 
-EMULATED = ("Processing", "Training", "Condition", "Fail", "RegisterModel", "Model")
+EMULATED = ("Processing", "Training", "Tuning", "Transform", "Condition", "Fail", "RegisterModel", "Model",
+            "EndpointConfig", "Endpoint")
 COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "Equals": operator.eq, "GreaterThan": operator.gt, "GreaterThanOrEqualTo": operator.ge,
     "LessThan": operator.lt, "LessThanOrEqualTo": operator.le}
@@ -34,9 +35,16 @@ class Emulation:
     s3: Any
     sagemaker: Any
     scope: Scope
-    cache_dir: Path
+    home: Path  # <state root>/emulate
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache" / self.pipeline
+
+    def container_root(self, step: str) -> Path:
+        return self.home / "containers" / self.pipeline / step
 
     @property
     def execution_id(self) -> str:
@@ -72,27 +80,36 @@ class EmulatedStep(StepSpec):
         if kind == "Fail":
             raise StepFailed(str(emulation.scope.evaluate(self.raw["Arguments"].get("ErrorMessage", ""))))
         arguments = emulation.scope.evaluate(self.raw["Arguments"])
-        if kind in ("Processing", "Training"):
+        if kind in ("Processing", "Training", "Tuning", "Transform"):
             return self._job(ctx, kind, arguments)
         if kind == "RegisterModel":
             return self._register(arguments)
-        return self._model(arguments)
+        if kind == "Model":
+            return self._model(arguments)
+        return self._endpoint(kind, arguments)
 
     # --- jobs and the step cache ----------------------------------------------------------------
     def _job(self, ctx: StepContext, kind: str, arguments: dict[str, Any]) -> LocalResult:
         emulation: Emulation = self.emulation
         cache = self.raw.get("CacheConfig") or {}
-        key = hashlib.sha256(json.dumps([kind, {k: v for k, v in arguments.items() if k not in NOT_IN_CACHE_KEY}],
-                                        sort_keys=True, default=str).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps([kind, _without_output_locations(arguments)], sort_keys=True,
+                                        default=str).encode()).hexdigest()
         entry_file = emulation.cache_dir / self.name / f"{key}.json"
         if cache.get("Enabled") and (hit := _cache_hit(entry_file, cache.get("ExpireAfter"))):
             emulation.scope.properties[self.name] = hit["properties"]
             return LocalResult(metrics=self._report(), note=f"cache hit: reused execution {hit['execution']}'s "
                                                            "job and its output locations")
         job = f"pipelines-{emulation.execution_id[-12:]}-{self.name[:30]}-{key[:8]}"
-        run = ctx.run_process
-        properties = (jobs.processing_job if kind == "Processing" else jobs.training_job)(
-            emulation.s3, arguments, job, ctx.step_dir, run)
+        if kind in ("Tuning", "Transform"):
+            from pipelines.emulate import tuning
+
+            properties = tuning.tuning_job(emulation, self.name, arguments, key, ctx) if kind == "Tuning" else \
+                tuning.transform_job(emulation, self.name, arguments, job, ctx)
+            job = properties.get("HyperParameterTuningJobName", job)
+        else:
+            with jobs.fresh_container(emulation.container_root(self.name)) as box:
+                properties = (jobs.processing_job if kind == "Processing" else jobs.training_job)(
+                    emulation.s3, arguments, job, box, ctx.step_dir, ctx.run_process)
         emulation.scope.properties[self.name] = properties
         if cache.get("Enabled"):
             from pipelines.fsutil import atomic_write_json
@@ -137,10 +154,25 @@ class EmulatedStep(StepSpec):
         return LocalResult(note=f"model {name}")
 
 
+    def _endpoint(self, kind: str, arguments: dict[str, Any]) -> LocalResult:
+        """EndpointConfig and Endpoint steps: created on the emulated control plane (nothing is served)."""
+        sm = self.emulation.sagemaker
+        if kind == "EndpointConfig":
+            name = arguments.get("EndpointConfigName") or f"{self.name[:40]}-{self.emulation.execution_id[-12:]}"
+            created = sm.create_endpoint_config(**{**arguments, "EndpointConfigName": name})
+            self.emulation.scope.properties[self.name] = {"EndpointConfigName": name,
+                                                          "EndpointConfigArn": created["EndpointConfigArn"]}
+            return LocalResult(note=f"endpoint config {name}")
+        created = sm.create_endpoint(**arguments)
+        self.emulation.scope.properties[self.name] = {"EndpointName": arguments["EndpointName"],
+                                                      "EndpointArn": created["EndpointArn"]}
+        return LocalResult(note=f"endpoint {arguments['EndpointName']} created")
+
+
 def _holds(condition: dict[str, Any], scope: Scope) -> bool:
     kind = condition["Type"]
     if kind == "Not":
-        return not _holds(condition["Expression"], scope)
+        return not _holds(condition.get("Condition") or condition["Expression"], scope)  # the SDK writes Condition
     if kind == "Or":
         return any(_holds(c, scope) for c in condition["Conditions"])
     if kind == "In":
@@ -150,6 +182,18 @@ def _holds(condition: dict[str, Any], scope: Scope) -> bool:
         return bool(COMPARE[kind](left, right))
     except TypeError:
         raise StepFailed(f"condition {kind}: cannot compare {left!r} with {right!r}") from None
+
+
+def _without_output_locations(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A job's arguments as the step cache keys them: where it writes left out (a tuning job's training job
+    definition and a transform job's output location included)."""
+    kept = {k: v for k, v in arguments.items() if k not in NOT_IN_CACHE_KEY}
+    if isinstance(kept.get("TrainingJobDefinition"), dict):
+        kept["TrainingJobDefinition"] = {k: v for k, v in kept["TrainingJobDefinition"].items()
+                                         if k not in NOT_IN_CACHE_KEY}
+    if isinstance(kept.get("TransformOutput"), dict):
+        kept["TransformOutput"] = {k: v for k, v in kept["TransformOutput"].items() if k != "S3OutputPath"}
+    return kept
 
 
 def _cache_hit(entry_file: Path, expire_after: str | None) -> dict[str, Any] | None:

@@ -34,6 +34,11 @@ class StepContext:
     step_record: Callable[[str], dict[str, Any]] = lambda name: {}
     tracking_env: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder: nothing a step removes or replaces may lie outside it."""
+        return self.step_dir.parent
+
     def repo_path(self, relative: str) -> Path:
         """A path in the repository (code and local data paths are relative to its root)."""
         return (self.repo_root / relative).resolve()

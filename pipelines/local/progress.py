@@ -1,4 +1,4 @@
-"""Progress of a run: a live per-step table on a terminal, plain lines otherwise."""
+"""Progress of a run: a live per-step table on a terminal, plain lines otherwise; warnings go to stderr."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ class LineReporter:
             print(f"  {SYMBOLS.get(status, '?')} {name:<{self.width}}  {status:<11} {took}"
                   + (f"  {detail}" if detail else ""), file=self.stream, flush=True)
 
+    def warn(self, text: str) -> None:
+        with self.lock:
+            print(text, file=sys.stderr, flush=True)
+
     def close(self) -> None:
         pass
 
@@ -60,6 +64,16 @@ class LiveReporter:
             if status == "running":
                 row["started"] = time.time()
             row.update(status=status, info=info)
+            self._draw()
+
+    def warn(self, text: str) -> None:
+        """A line above the table: the table is erased, the line printed, the table drawn again below it."""
+        with self.lock:
+            if self.drawn:
+                self.stream.write(f"\x1b[{self.drawn}F\x1b[J")
+                self.stream.flush()
+            print(text, file=sys.stderr, flush=True)
+            self.drawn = 0
             self._draw()
 
     def _tick(self) -> None:

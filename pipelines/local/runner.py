@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-import signal
-import subprocess
-import threading
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pipelines.errors import StepFailed
-from pipelines.fsutil import hash_json, hash_path
+from pipelines.fsutil import UnsafePath, hash_json, hash_path, inside, stat_signature
 from pipelines.graph import Graph
 from pipelines.local.cache import StepCache
 from pipelines.local.context import LocalResult, StepContext
-from pipelines.local.state import DONE_OK, RunState
+from pipelines.local.processes import Supervisor, stop_leftover
+from pipelines.local.state import DONE_OK, RunLock, RunState, RunUnavailable
 from pipelines.refs import MetricRef, OutputRef, ParamRef, resolve
 from pipelines.spec import PipelineSpec
 from pipelines.tracking import NullTracker
@@ -31,22 +31,22 @@ def new_run_id() -> str:
 
 
 class LocalRunner:
-    """Runs a PipelineSpec on this machine under `<state_root>/runs/<run-id>/`."""
+    """Runs a PipelineSpec on this machine under `<state_root>/runs/<run-id>/`, holding the run's lock."""
 
     def __init__(self, spec: PipelineSpec, state_root: Path, *, use_cache: bool = True,
                  max_parallel: int | None = None, report: Reporter | None = None,
-                 tracker: NullTracker | None = None):
+                 tracker: NullTracker | None = None, warn: Callable[[str], None] | None = None):
         self.spec = spec
         self.state_root = state_root.resolve()
         self.repo_root = Path(spec.repo_root)
         self.use_cache = use_cache
         self.max_parallel = max(1, max_parallel or os.cpu_count() or 1)
         self.report = report or (lambda name, status, info: None)
+        self.warn = warn or (lambda text: print(text, file=sys.stderr, flush=True))
         self.graph = Graph(spec)
-        self.cache = StepCache(self.state_root / "cache")
-        self._procs: set[subprocess.Popen] = set()
-        self._procs_lock = threading.Lock()
-        self._cancel = threading.Event()
+        self.cache = StepCache(self.state_root / "cache", self.warn)
+        self.processes = Supervisor()
+        self._lock: RunLock | None = None
         self._code_hashes: dict[str, str] = {}
         self.tracker = tracker or NullTracker()
         self._step_env: dict[str, dict[str, str]] = {}
@@ -56,60 +56,141 @@ class LocalRunner:
         """A new run; `extra` is recorded in its state header (an emulated execution's ARN, say)."""
         run_id = run_id or new_run_id()
         run_dir = self.state_root / "runs" / run_id
-        run_dir.mkdir(parents=True)
         header = {"run_id": run_id, "pipeline": self.spec.name, "config": self.spec.source_file,
                   "config_path": str(Path(self.spec.source_file).resolve()), "env": self.spec.env,
                   "params": self.spec.param_values, "use_cache": self.use_cache, **(extra or {})}
-        self.state = RunState.create(run_dir, header, self.graph.names)
+        with self._opening(run_dir):
+            run_dir.mkdir(parents=True)
+            self._lock = RunLock(run_dir)
+            self.state = RunState.create(run_dir, header, self.graph.names)
         self.tracker.pipeline_started(self.state)
         return self._drive()
 
     def resume(self, state: RunState) -> RunState:
-        """Continue a run: steps that succeeded stay done; everything else runs again."""
+        """Continue a run: first end any process its previous attempt left running; steps that succeeded
+        stay done unless their inputs' content or their outputs changed since; the rest runs again."""
         self.state = state
-        for name in self.graph.names:
-            if state.status(name) not in DONE_OK:
-                state.update_step(name, status="pending", attempts=0, error=None)
-        for name in self.graph.names:
-            if state.status(name) in DONE_OK:
-                self._skip_all(state.step(name).get("skip", []), "branch not taken")
-        state.update(status="running", ended_at=None, resumed_at=time.time())
+        with self._opening(state.path.parent):
+            self._lock = RunLock(state.path.parent)
+            for name in self.graph.names:
+                self._stop_leftovers(name)
+                if state.status(name) not in DONE_OK:
+                    state.update_step(name, status="pending", attempts=0, error=None)
+            for name in self.graph.topological():
+                why = self._changed(name) if state.status(name) in DONE_OK else None
+                if why:
+                    self.warn(f"step '{name}' runs again: {why}")
+                    self._reset_from(name)
+            for name in self.graph.names:
+                if state.status(name) in DONE_OK:
+                    self._skip_all(state.step(name).get("skip", []), "branch not taken")
+            state.update(status="running", ended_at=None, resumed_at=time.time(), error=None)
         self.tracker.pipeline_started(state)
         return self._drive()
 
-    # --- scheduling ---------------------------------------------------------------------------
-    def _drive(self) -> RunState:
-        state = self.state
-        restore = self._install_signal_handlers()
-        running: dict[Future, str] = {}
+    # --- the run's lifetime -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _opening(self, run_dir: Path) -> Iterator[None]:
+        """Starting: a state folder that cannot be written, or a leftover process that will not end, is
+        RunUnavailable (one line for the user), and the lock is let go."""
         try:
-            with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
-                while True:
-                    self._propagate_skips()
-                    if not self._cancel.is_set():
-                        for name in self._ready(running.values()):
-                            if len(running) >= self.max_parallel:
-                                break
-                            state.update_step(name, status="running", started_at=time.time())
-                            self.report(name, "running", {})
-                            running[pool.submit(self._execute, name)] = name
-                    if not running:
-                        break
-                    done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        running.pop(future)
+            yield
+        except BaseException as exc:
+            self._release()
+            if isinstance(exc, OSError):
+                raise RunUnavailable(f"cannot write the run state in {run_dir}: {exc.strerror or exc}") from None
+            if isinstance(exc, StepFailed):
+                raise RunUnavailable(f"cannot resume run {run_dir.name}: {exc}") from None
+            raise
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _stop_leftovers(self, name: str) -> None:
+        for child in self.state.step(name).get("processes") or []:
+            if stop_leftover(child):
+                self.warn(f"stopped process group {child['pid']}, left running by the previous attempt of "
+                          f"step '{name}'")
+            self.state.track_process(name, child, False)
+
+    def _changed(self, name: str) -> str | None:
+        """Why a finished step is stale: an input's content or one of its outputs differs from its record."""
+        step, record = self.spec.step(name), self.state.step(name)
+        recorded = record.get("input_digests")
+        if recorded is not None and hasattr(step, "local_output_dirs"):
+            try:
+                current = self._input_digests(self._inputs(step))
+            except StepFailed as exc:
+                return str(exc)
+            changed = sorted(n for n in {*recorded, *current} if recorded.get(n) != current.get(n))
+            if changed:
+                return f"the content of input {', '.join(changed)} changed since it ran"
+        for output, digest in (record.get("output_digests") or {}).items():
+            if self._digest(Path(record["outputs"][output])) != digest:
+                return f"its output '{output}' changed or went missing since it ran"
+        return None
+
+    def _reset_from(self, name: str) -> None:
+        todo, seen = [name], set()
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                self.state.update_step(current, status="pending", attempts=0, error=None)
+                todo += self.graph.downstream(current)
+
+    def _drive(self) -> RunState:
+        self.state.on_write_error = self._unwritable
+        finished = False
+        try:
+            with self.processes.signals_cancel():
+                self._schedule()
+            finished = True
         finally:
-            restore()
+            self._close(finished)
+        self.tracker.pipeline_finished(self.state)
+        return self.state
+
+    def _unwritable(self, exc: OSError) -> None:
+        self.warn(f"error: cannot write {self.state.path}: {exc.strerror or exc}; stopping the run")
+        self.processes.cancel()
+
+    def _close(self, finished: bool) -> None:
+        """The final status, written whenever it can be, and the lock let go."""
+        state = self.state
         statuses = [state.status(n) for n in self.graph.names]
-        if self._cancel.is_set() or "interrupted" in statuses:
-            final = "interrupted"
-        elif "failed" in statuses:
+        error = state.write_error and f"cannot write the run state: {state.write_error.strerror or state.write_error}"
+        if error or not finished:
             final = "failed"
+        elif self.processes.cancelled.is_set() or "interrupted" in statuses:
+            final = "interrupted"
         else:
-            final = "succeeded"
-        state.update(status=final, ended_at=time.time())
-        self.tracker.pipeline_finished(state)
-        return state
+            final = "failed" if "failed" in statuses else "succeeded"
+        try:
+            state.update(status=final, ended_at=time.time(), **({"error": error} if error else {}))
+        finally:
+            self._release()
+
+    # --- scheduling ---------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=self.max_parallel) as pool:
+            while True:
+                self._propagate_skips()
+                if not self.processes.cancelled.is_set():
+                    for name in self._ready(running.values()):
+                        if len(running) >= self.max_parallel:
+                            break
+                        self.state.update_step(name, status="running", started_at=time.time())
+                        self.report(name, "running", {})
+                        running[pool.submit(self._execute, name)] = name
+                if not running:
+                    break
+                done, _ = wait(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
 
     def _ready(self, running: Any) -> list[str]:
         busy = set(running)
@@ -141,28 +222,32 @@ class LocalRunner:
     # --- one step -----------------------------------------------------------------------------
     def _execute(self, name: str) -> None:
         step = self.spec.step(name)
-        step_dir = self.state.path.parent / name
-        step_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = self.state.path.parent
+        step_dir = run_dir / name
         log_path = step_dir / "log.txt"
         started = time.time()
         self._step_env[name] = self.tracker.step_started(name, step.type)
         params: dict[str, Any] = {}
         try:
+            inside(step_dir, run_dir, follow=True)
+            step_dir.mkdir(parents=True, exist_ok=True)
+            inside(log_path, run_dir, follow=True)
             with open(log_path, "a") as log:
                 ctx = self._context(step, step_dir, log)
                 params = _tracked_params(step, ctx)
                 self._execute_in(step, ctx, started)
-        except StepFailed as exc:
-            self._finish(name, "interrupted" if self._cancel.is_set() else "failed", started, error=str(exc))
+        except (StepFailed, UnsafePath) as exc:
+            cancelled = self.processes.cancelled.is_set()
+            self._finish(name, "interrupted" if cancelled else "failed", started, error=str(exc))
         except Exception as exc:  # a bug in a step type: keep the traceback in the log, not on screen
-            with open(log_path, "a") as log:
+            with contextlib.suppress(OSError), open(log_path, "a") as log:
                 log.write(traceback.format_exc())
             self._finish(name, "failed", started, error=f"internal error: {exc!r} (see {log_path})")
         self.tracker.step_finished(name, self.state.step(name), params, log_path)
 
     def _execute_in(self, step: Any, ctx: StepContext, started: float) -> None:
         is_script = hasattr(step, "local_output_dirs")
-        inputs: dict[str, Path] = self._inputs(step, ctx) if is_script else {}
+        inputs: dict[str, Path] = self._inputs(step) if is_script else {}
         cache_cfg = (step.cache or self.spec.defaults.cache) if is_script else None
         key = None
         if is_script:
@@ -171,22 +256,19 @@ class LocalRunner:
         if cache_cfg is not None and cache_cfg.enabled:
             key = StepCache.key(payload)
             # --no-cache skips reuse but still records the fresh outputs for later runs
-            entry = self.cache.lookup(key, cache_cfg.expire_after) if self.use_cache else None
+            targets = step.local_output_dirs(ctx.step_dir)
+            entry = self.cache.fetch(key, cache_cfg.expire_after, targets, ctx.run_dir) if self.use_cache else None
             if entry is not None:
-                targets = step.local_output_dirs(ctx.step_dir)
-                self.cache.restore(key, targets)
                 self._finish(step.name, "cached", started, cache_key=key, metrics=entry.get("metrics"),
-                             outputs={n: str(p) for n, p in targets.items()},
-                             output_digests=entry["output_digests"])
+                             **_recorded(targets, entry["output_digests"]))
                 return
         retry = step.retry or self.spec.defaults.retry
         result = self._attempts(step, ctx, inputs, retry)
-        digests = {n: hash_path(p) for n, p in result.outputs.items()}
+        recorded = _recorded(result.outputs)
         if key is not None:
-            self.cache.store(key, result.outputs, {"step": step.name, "metrics": result.metrics,
-                                                   "output_digests": digests})
-        self._finish(step.name, "succeeded", started, cache_key=key, metrics=result.metrics,
-                     outputs={n: str(p) for n, p in result.outputs.items()}, output_digests=digests,
+            self.cache.store(key, result.outputs, recorded["output_digests"],
+                             {"step": step.name, "metrics": result.metrics})
+        self._finish(step.name, "succeeded", started, cache_key=key, metrics=result.metrics, **recorded,
                      note=result.note, skip=result.skip)
         self._skip_all(result.skip, f"branch not taken ({step.name}: {result.note})")
 
@@ -198,10 +280,10 @@ class LocalRunner:
                 return step.run_local(ctx, inputs)
             except StepFailed as exc:
                 ctx.log(f"[sagepipe] attempt {attempt}/{retry.attempts} failed: {exc}")
-                if attempt == retry.attempts or self._cancel.is_set():
+                if attempt == retry.attempts or self.processes.cancelled.is_set():
                     raise
                 self.report(step.name, "retrying", {"attempt": attempt + 1, "error": str(exc)})
-                if self._cancel.wait(delay):
+                if self.processes.cancelled.wait(delay):
                     raise
                 delay *= retry.backoff_rate
         raise AssertionError("unreachable")
@@ -242,10 +324,10 @@ class LocalRunner:
             value = value[part]
         return value
 
-    def _inputs(self, step: Any, ctx: StepContext) -> dict[str, Path]:
+    def _inputs(self, step: Any) -> dict[str, Path]:
         found = {}
         for name, value in step.inputs.items():
-            resolved = ctx.resolve(value)
+            resolved = resolve(value, self._lookup)
             if resolved in ("", None):
                 continue
             text = str(resolved)
@@ -259,13 +341,23 @@ class LocalRunner:
         return found
 
     def _cache_payload(self, step: Any, ctx: StepContext, inputs: dict[str, Path]) -> dict[str, Any]:
-        known = {path: digest for record in self.state.data["steps"].values()
-                 for out, path in (record.get("outputs") or {}).items()
-                 for digest in [(record.get("output_digests") or {}).get(out)] if digest}
-        return {
-            "type": step.type, "code": self._code_hash(step.code), "config": step.local_fingerprint(ctx),
-            "inputs": {n: known.get(str(p)) or hash_path(p) for n, p in inputs.items()},
-        }
+        return {"type": step.type, "code": self._code_hash(step.code), "config": step.local_fingerprint(ctx),
+                "inputs": self._input_digests(inputs)}
+
+    def _input_digests(self, inputs: dict[str, Path]) -> dict[str, str | None]:
+        return {name: self._digest(path) for name, path in inputs.items()}
+
+    def _digest(self, path: Path) -> str | None:
+        """path's content digest: the one recorded with an output while its stat signature is unchanged
+        (sizes, times, inodes), else computed; None when it is missing."""
+        signature = stat_signature(path)
+        if signature is None:
+            return None
+        for record in self.state.data["steps"].values():
+            for output, recorded in (record.get("outputs") or {}).items():
+                if recorded == str(path) and (record.get("output_stats") or {}).get(output) == signature:
+                    return record["output_digests"][output]
+        return hash_path(path)
 
     def _code_hash(self, code: str) -> str:
         """The script plus the Python files beside it (helpers it may import)."""
@@ -275,59 +367,20 @@ class LocalRunner:
             self._code_hashes[code] = hash_json(parts)
         return self._code_hashes[code]
 
-    # --- processes and signals ----------------------------------------------------------------
+    # --- processes ---------------------------------------------------------------------------
     def _run_process(self, argv: list[str], env: dict[str, str], cwd: Path, log: Any, step: str) -> int:
-        if self._cancel.is_set():
-            raise StepFailed("run interrupted")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "SAGEPIPE_RUN_ID": self.state.data["run_id"],
                     "SAGEPIPE_STEP": step, **self._step_env.get(step, {}), **env}
         log.write(f"[sagepipe] $ {' '.join(argv)}\n")
         log.flush()
-        proc = subprocess.Popen(argv, env=full_env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        with self._procs_lock:
-            self._procs.add(proc)
-        try:
-            code, peak_mb = _wait_with_peak_rss(proc)
-        finally:
-            with self._procs_lock:
-                self._procs.discard(proc)
+        code, peak_mb, child = self.processes.run(argv, full_env, cwd, log,
+                                                  lambda child: self.state.track_process(step, child, True))
+        self.state.track_process(step, child, False)
         if peak_mb is not None:
-            previous = self.state.step(step).get("peak_rss_mb") or 0.0
-            self.state.update_step(step, peak_rss_mb=max(previous, peak_mb))
-        if self._cancel.is_set():
+            self.state.update_step(step, peak_rss_mb=max(self.state.step(step).get("peak_rss_mb") or 0.0, peak_mb))
+        if self.processes.cancelled.is_set():
             raise StepFailed("run interrupted")
         return code
-
-    def cancel(self) -> None:
-        """Stop: no new steps; running child process groups get SIGTERM, then SIGKILL."""
-        self._cancel.set()
-        with self._procs_lock:
-            procs = list(self._procs)
-        for proc in procs:
-            _signal_group(proc, signal.SIGTERM)
-        threading.Thread(target=self._kill_stragglers, args=(procs,), daemon=True).start()
-
-    @staticmethod
-    def _kill_stragglers(procs: list[subprocess.Popen]) -> None:
-        deadline = time.time() + 5
-        for proc in procs:
-            try:
-                proc.wait(max(0.0, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-
-    def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, lambda signum, frame: self.cancel())
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        return restore
 
 
 def _tracked_params(step: Any, ctx: StepContext) -> dict[str, Any]:
@@ -338,19 +391,10 @@ def _tracked_params(step: Any, ctx: StepContext) -> dict[str, Any]:
         return {}
 
 
-def _wait_with_peak_rss(proc: subprocess.Popen) -> tuple[int, float | None]:
-    """Exit code and peak RSS in MB of the process and the descendants it waited for."""
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except ChildProcessError:  # reaped elsewhere (a concurrent Popen.wait): no usage to report
-        return proc.wait(), None
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, round(usage.ru_maxrss / 1024, 1)
-
-
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
+def _recorded(outputs: dict[str, Path], digests: dict[str, str] | None = None) -> dict[str, Any]:
+    """Outputs as the state records them: paths, stat signatures (taken before the digests, so that a
+    change while hashing shows) and content digests (computed unless given)."""
+    stats = {name: stat_signature(path) for name, path in outputs.items()}
+    digests = digests or {name: hash_path(path) for name, path in outputs.items()}
+    return {"outputs": {name: str(path) for name, path in outputs.items()},
+            "output_digests": {name: digests[name] for name in outputs}, "output_stats": stats}

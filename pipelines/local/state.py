@@ -1,26 +1,39 @@
-"""A run's state file: one JSON document per run, rewritten atomically on every change."""
+"""A run's state file and lock: one JSON document per run, rewritten atomically on every change, and an
+exclusive lock that the process running it holds (the OS drops it when that process dies)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipelines.fsutil import atomic_write_json
 
 TERMINAL = {"succeeded", "cached", "failed", "skipped", "interrupted"}
 DONE_OK = {"succeeded", "cached"}
+LOCK = "lock"
+
+
+class RunUnavailable(Exception):
+    """A run folder this process cannot use: its state cannot be written, or another process runs it."""
 
 
 class RunState:
-    """The state of one run; thread-safe, persisted after each change."""
+    """The state of one run; thread-safe, persisted after each change.
+
+    When a write fails (a full disk, a read-only folder) the change is kept in memory, the file is
+    overwritten in place if the new document fits in it, and `on_write_error` is told once."""
 
     def __init__(self, path: Path, data: dict[str, Any]):
         self.path = path
         self.data = data
         self._lock = threading.Lock()
+        self.write_error: OSError | None = None
+        self.on_write_error: Callable[[OSError], None] | None = None
 
     @classmethod
     def create(cls, run_dir: Path, header: dict[str, Any], step_names: list[str]) -> "RunState":
@@ -32,7 +45,8 @@ class RunState:
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunState":
-        return cls(run_dir / "state.json", json.loads((run_dir / "state.json").read_text()))
+        """The recorded state; a run that says `running` while nobody holds its lock reads as interrupted."""
+        return cls(run_dir / "state.json", settled(json.loads((run_dir / "state.json").read_text()), run_dir))
 
     def step(self, name: str) -> dict[str, Any]:
         return self.data["steps"][name]
@@ -43,15 +57,99 @@ class RunState:
     def update_step(self, name: str, **fields: Any) -> None:
         with self._lock:
             self.data["steps"][name].update(fields)
-            self.save()
+            self._commit()
 
     def update(self, **fields: Any) -> None:
         with self._lock:
             self.data.update(fields)
-            self.save()
+            self._commit()
+
+    def track_process(self, name: str, child: dict[str, int] | None, running: bool) -> None:
+        """Add (or remove) a live child process, its pid and start time, to a step's `processes`."""
+        if child is not None:
+            with self._lock:
+                record = self.data["steps"][name]
+                others = [c for c in record.get("processes") or [] if c != child]
+                record["processes"] = others + [child] if running else others
+                self._commit()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.data)
+        try:
+            atomic_write_json(self.path, self.data)
+        except OSError:
+            _overwrite_in_place(self.path, self.data)
+            raise
+
+    def _commit(self) -> None:
+        try:
+            self.save()
+        except OSError as exc:
+            if self.on_write_error is None:
+                raise
+            first, self.write_error = self.write_error is None, exc
+            if first:
+                self.on_write_error(exc)
+
+
+def _overwrite_in_place(path: Path, data: Any) -> None:
+    """Best effort when a new file cannot be written: the compact document over the old file's own blocks
+    (padded with spaces; any extra space reserved first, so a full disk leaves the old text whole)."""
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":")).encode()
+    try:
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if len(text) > size:
+                os.posix_fallocate(handle.fileno(), 0, len(text))
+            handle.write(text.ljust(size))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        pass
+
+
+class RunLock:
+    """An exclusive flock on `<run>/lock`, which also names the pid that holds it."""
+
+    def __init__(self, run_dir: Path):
+        self.fd: int | None = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self.fd, 64).decode(errors="replace").strip() or "unknown"
+            self.release()
+            raise RunUnavailable(f"run {run_dir.name} is in use by process {holder} (a `sagepipe run` or "
+                                 "`resume` still running it); wait for it to end, or stop it first") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def is_locked(run_dir: Path) -> bool:
+    try:
+        fd = os.open(run_dir / LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def settled(data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """data, with a `running` run whose runner is gone (killed, or unable to write) shown as interrupted."""
+    if data.get("status") == "running" and not is_locked(run_dir):
+        data["status"] = "interrupted"
+        for step in data.get("steps", {}).values():
+            if step.get("status") == "running":
+                step["status"] = "interrupted"
+    return data
 
 
 def list_runs(runs_root: Path) -> list[dict[str, Any]]:
@@ -60,7 +158,7 @@ def list_runs(runs_root: Path) -> list[dict[str, Any]]:
     if runs_root.is_dir():
         for folder in runs_root.iterdir():
             try:
-                runs.append(json.loads((folder / "state.json").read_text()))
-            except (OSError, json.JSONDecodeError):
+                runs.append(settled(json.loads((folder / "state.json").read_text()), folder))
+            except (OSError, ValueError):
                 continue
     return sorted(runs, key=lambda r: r.get("started_at") or 0, reverse=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, ContextManager
 
-from pipelines.registry import Registry, check_transition, history_entry
+from pipelines.registry import Registry
 from pipelines.sagemaker.aws import client, explained
 
 HISTORY_PREFIX = "sagepipe.history."
@@ -44,13 +45,14 @@ class SageMakerRegistry(Registry):
             raise self.no_such_version(group, version)
         return found[0]
 
-    def set_status(self, group: str, version: int, status: str, note: str = "", force: bool = False) -> dict[str, Any]:
-        package = self.show(group, version)
-        check_transition(group, version, package["status"], status, force)
-        entry = history_entry(status, note, package["status"])
+    def locked(self, group: str) -> ContextManager[None]:
+        return nullcontext()  # UpdateModelPackage has no compare-and-set, and the deciders share no machine
+
+    def _write_status(self, package: dict[str, Any], status: str, entry: dict[str, Any]) -> dict[str, Any]:
+        group, version = package["group"], package["version"]
         with explained(f"updating {group} version {version}"):
             self.sm.update_model_package(
-                ModelPackageArn=package["arn"], ModelApprovalStatus=status, ApprovalDescription=note[:1024],
+                ModelPackageArn=package["arn"], ModelApprovalStatus=status, ApprovalDescription=entry["note"][:1024],
                 CustomerMetadataProperties={f"{HISTORY_PREFIX}{time.time_ns()}": json.dumps(entry)})
         return self.show(group, version)
 

@@ -1,7 +1,7 @@
 """A WSGI app that speaks SageMaker's inference-container protocol; gunicorn runs N worker processes of it.
 
-GET /ping is 200 once the model is loaded (503 before, or when loading failed); POST /invocations
-takes text/csv or application/json. The app serves what an endpoint record
+GET (or HEAD) /ping is 200 once the model is loaded (503 before, or when loading failed); POST /invocations
+takes text/csv or application/json, with a Content-Length or chunked. The app serves what an endpoint record
 ($SAGEPIPE_ENDPOINT_RECORD) names, and re-reads the record when it changes: an approval switches the
 version between two requests, so nothing in flight is dropped.
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-MAX_BODY_BYTES = int(os.environ.get("SAGEPIPE_MAX_BODY_BYTES", str(6 * 1024 * 1024)))  # SageMaker's limit
+from pipelines.serving.limits import MAX_BODY_BYTES, READ_TIMEOUT_S
 
 
 class Endpoint:
@@ -71,37 +72,70 @@ def _import_inference(code_dir: Path) -> Any:
     return module
 
 
+class Refused(Exception):
+    """A request answered with an error status before the model sees it."""
+
+    def __init__(self, status: str, message: str, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+def read_body(environ: dict[str, Any]) -> bytes:
+    """The body: Content-Length bytes, or a chunked one to its end; 413 over MAX_BODY_BYTES, 408 when it stops
+    arriving (the worker's read timeout), 400 when the client closes before Content-Length bytes."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    length = int(declared) if declared else None  # gunicorn has checked it is a number
+    if length is not None and length > MAX_BODY_BYTES:
+        raise Refused("413 Payload Too Large", f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        body = environ["wsgi.input"].read(MAX_BODY_BYTES + 1 if length is None else length)
+    except TimeoutError:  # the worker's read timeout (pipelines/serving/worker.py)
+        if "gunicorn.socket" in environ:  # read nothing more: gunicorn closes after the answer, not draining the rest
+            environ["gunicorn.socket"].shutdown(socket.SHUT_RD)
+        raise Refused("408 Request Timeout", f"the body stopped arriving: nothing for {READ_TIMEOUT_S:g} s "
+                      f"({'Content-Length ' + declared if declared else 'a chunked body'})") from None
+    if length is None and len(body) > MAX_BODY_BYTES:
+        raise Refused("413 Payload Too Large", f"the chunked body is over the limit of {MAX_BODY_BYTES} bytes")
+    if length is not None and len(body) < length:
+        raise Refused("400 Bad Request", f"the body ended after {len(body)} of its Content-Length {length} bytes")
+    return body
+
+
+def route(path: str, method: str) -> None:
+    """Refuse what is neither GET (or HEAD) /ping nor POST /invocations."""
+    allowed = {"/ping": ("GET", "HEAD"), "/invocations": ("POST",)}.get(path)
+    if allowed is None:
+        raise Refused("404 Not Found", f"no route {path}; use GET /ping or POST /invocations")
+    if method not in allowed:
+        raise Refused("405 Method Not Allowed", f"{method} {path}: use {' or '.join(allowed)} {path}",
+                      (("Allow", ", ".join(allowed)),))
+
+
 def make_app(record_path: Path) -> Callable[..., Iterable[bytes]]:
     endpoint = Endpoint(record_path)
     endpoint.current()  # load at worker start, so /ping turns 200 as soon as possible
 
-    def respond(start: Callable, status: str, body: bytes, content_type: str, version: str = "") -> list[bytes]:
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-        if version:
-            headers.append(("X-Model-Version", version))
-        start(status, headers)
+    def respond(start: Callable, status: str, body: bytes, content_type: str,
+                headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+        start(status, [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
         return [body]
 
-    def error(start: Callable, status: str, message: str) -> list[bytes]:
-        return respond(start, status, json.dumps({"error": message}).encode(), "application/json")
+    def error(start: Callable, status: str, message: str, headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
+        return respond(start, status, json.dumps({"error": message}).encode(), "application/json", headers)
 
     def app(environ: dict[str, Any], start: Callable) -> Iterable[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
         model = endpoint.current()
-        if path == "/ping" and method == "GET":
+        try:
+            route(path, method)
             if model is None:
-                return error(start, "503 Service Unavailable", endpoint.error)
-            return respond(start, "200 OK", b"", "text/plain", model.version)
-        if path != "/invocations":
-            return error(start, "404 Not Found", f"no route {path}; use GET /ping or POST /invocations")
-        if method != "POST":
-            return error(start, "405 Method Not Allowed", "POST /invocations")
-        if model is None:
-            return error(start, "503 Service Unavailable", endpoint.error)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        if length > MAX_BODY_BYTES:
-            return error(start, "413 Payload Too Large", f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
-        body = environ["wsgi.input"].read(length) if length else b""
+                raise Refused("503 Service Unavailable", endpoint.error)
+            version = (("X-Model-Version", model.version),) if model.version else ()
+            if path == "/ping":
+                return respond(start, "200 OK", b"", "text/plain", version)
+            body = read_body(environ)
+        except Refused as refused:
+            return error(start, refused.status, str(refused), refused.headers)
         inference = endpoint.inference
         try:
             records = inference.input_fn(body, environ.get("CONTENT_TYPE", ""))
@@ -114,7 +148,7 @@ def make_app(record_path: Path) -> Callable[..., Iterable[bytes]]:
         except Exception as exc:  # a bug, not bad input: log it, answer 500 without the traceback
             traceback.print_exc()
             return error(start, "500 Internal Server Error", f"prediction failed: {type(exc).__name__}")
-        return respond(start, "200 OK", out, content_type, model.version)
+        return respond(start, "200 OK", out, content_type, version)
 
     return app
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pipelines.fsutil import atomic_write_json
 from pipelines.registry import RegistryError
+from pipelines.serving.limits import HEADER_TIMEOUT_S
 
 
 def endpoint_record(package: dict[str, Any], registry: Any, name: str, trigger: str,
@@ -95,13 +96,15 @@ def ensure_server(record_path: Path, port: int, workers: int) -> str:
 
 
 def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.1") -> int:
-    """Replace this process with gunicorn (so SIGTERM reaches it and shutdown is graceful)."""
+    """Replace this process with gunicorn (so SIGTERM reaches it and shutdown is graceful); its workers are
+    gevent workers (pipelines/serving/worker.py), which slow clients cannot block."""
     print(f"serving {record_path.stem} on http://{host}:{port} with {workers} workers "
           f"(POST /invocations, GET /ping; Ctrl-C stops)", file=sys.stderr, flush=True)
     env = {**os.environ, "SAGEPIPE_ENDPOINT_RECORD": str(record_path.resolve()),
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--worker-class", "sync", "--graceful-timeout", "20", "--timeout", "60", "--keep-alive", "5",
-            "--log-level", "warning", "pipelines.serving.app:app"]
+            "--worker-class", "pipelines.serving.worker.EndpointWorker", "--graceful-timeout", "20",
+            "--timeout", "60", "--keep-alive", str(HEADER_TIMEOUT_S), "--log-level", "warning",
+            "pipelines.serving.app:app"]
     os.execve(sys.executable, argv, env)
     return 0  # not reached

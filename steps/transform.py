@@ -1,0 +1,229 @@
+"""`type: transform` — batch inference inside the pipeline with the model's own inference handlers.
+
+Locally: the chunked, bounded-memory engine of `sagepipe transform` (pipelines/serving/transform.py) in its
+own process, over every CSV (with a header) or Parquet file of `input`, one output file each. On
+SageMaker: a ModelStep creating a model with the inference image and environment the register step uses,
+then a TransformStep whose batch job sends the input's lines to that model's handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from pipelines.errors import StepFailed
+from pipelines.fsutil import fresh_dir
+from pipelines.local.context import LocalResult, StepContext
+from pipelines.refs import OutputRef, ParamRef, Template
+from pipelines.spec import IoName, Resources, StepSpec
+
+REGISTRY_REF = re.compile(r"^(?P<group>[A-Za-z0-9](-*[A-Za-z0-9]){0,62})@(?P<version>\d+|approved)$")
+DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+MODEL_STEP_SUFFIX = "-model"  # the ModelStep that creates the model this step's batch job uses
+
+
+class TransformStep(StepSpec):
+    """SageMaker ModelStep (create model) + TransformStep: score `input` with `model`, write `output`."""
+
+    type: Literal["transform"] = "transform"
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,57}$")  # + "-model" stays within 64 characters
+    model: Any
+    input: Any
+    output: IoName = "predictions"
+    content_type: Literal["text/csv", "application/json"] = "text/csv"
+    split: Literal["line", "none"] = "line"
+    accept: Literal["text/csv", "application/json"] = "text/csv"
+    threshold: Any = 0.5
+    chunk_rows: int = Field(200_000, ge=1, le=10_000_000)
+    output_format: Literal["csv", "parquet"] = "csv"
+    resources: Resources | None = None
+    inference: dict[str, Any] = {}
+    sagemaker: dict[str, Any] = {}
+
+    @field_validator("model")
+    @classmethod
+    def _model_reference(cls, value: Any) -> Any:
+        if isinstance(value, OutputRef) or (isinstance(value, str) and REGISTRY_REF.match(value)):
+            return value
+        raise ValueError(f"{value!r} is not a model: use a training or tuning step's model output "
+                         "(${steps.train.outputs.model}) or a registered version, GROUP@VERSION or GROUP@approved")
+
+    @field_validator("input")
+    @classmethod
+    def _input_value(cls, value: Any) -> Any:
+        if isinstance(value, (str, ParamRef, OutputRef, Template)):
+            return value
+        raise ValueError("input is a file or folder: a path, ${params.NAME} or ${steps.STEP.outputs.NAME}")
+
+    def output_names(self) -> list[str]:
+        return [self.output]
+
+    def local_fingerprint(self, ctx: StepContext) -> dict[str, Any]:
+        return {"model": str(ctx.resolve(self.model)), "input": str(ctx.resolve(self.input)),
+                "threshold": ctx.resolve(self.threshold), "output_format": self.output_format}
+
+    # --- local run ----------------------------------------------------------------------------
+    def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
+        source = self._input_files(ctx)
+        model, shown = self._model_path(ctx)
+        out = ctx.step_dir / "output" / self.output
+        fresh_dir(out, ctx.run_dir)
+        threshold = float(ctx.resolve(self.threshold))
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                            os.environ.get("PYTHONPATH")]))}
+        for file in source:
+            target = out / f"{file.stem}.{self.output_format}"
+            argv = [sys.executable, "-m", "steps.transform", "--model", str(model), "--input", str(file),
+                    "--output", str(target), "--threshold", repr(threshold), "--chunk-rows", str(self.chunk_rows)]
+            code = ctx.run_process(argv, env, ctx.step_dir)
+            if code != 0:
+                raise StepFailed(f"scoring {file.name} with {shown} failed (exit code {code}); see its log")
+        return LocalResult(outputs={self.output: out}, note=f"{len(source)} file(s) scored with {shown}")
+
+    def _input_files(self, ctx: StepContext) -> list[Path]:
+        value = ctx.resolve(self.input)
+        if value in ("", None):
+            raise StepFailed("input is empty: give the file or folder to score")
+        if "://" in str(value):
+            raise StepFailed(f"input {value} is a URI; the local backend reads local paths")
+        path = Path(str(value)) if Path(str(value)).is_absolute() else ctx.repo_root / str(value)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
+            if not files:
+                raise StepFailed(f"input {value} holds no .csv or .parquet file")
+            return files
+        if not path.is_file():
+            raise StepFailed(f"input {value} does not exist")
+        return [path]
+
+    def _model_path(self, ctx: StepContext) -> tuple[Path, str]:
+        """A model.tar.gz (a training or tuning output) or a registered version's model folder."""
+        if isinstance(self.model, OutputRef):
+            return Path(ctx.resolve(self.model)), f"the model of step '{self.model.step}'"
+        from pipelines.registry import RegistryError, open_registry
+
+        match = REGISTRY_REF.match(self.model)
+        assert match is not None
+        group, which = match.group("group"), match.group("version")
+        registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
+        try:
+            package = registry.latest(group, "Approved") if which == "approved" else registry.show(group, int(which))
+            if package is None:
+                raise RegistryError(f"{group} has no approved version; approve one with: "
+                                    f"sagepipe models approve {group} VERSION")
+            return Path(registry.model_path(package)), f"{group} version {package['version']}"
+        except RegistryError as exc:
+            raise StepFailed(str(exc)) from None
+
+    # --- SageMaker ----------------------------------------------------------------------------
+    def sagemaker_output(self, compiled: Any, output: str) -> Any:
+        return compiled[-1].properties.TransformOutput.S3OutputPath
+
+    def compile_sagemaker(self, cc: Any) -> Any:
+        """A ModelStep that creates the model (the register step's inference image and environment), then a
+        TransformStep: the input's records (split by line) go to the model's handlers; output under this
+        execution."""
+        from sagemaker.core.transformer import Transformer
+        from sagemaker.core.workflow.pipeline_context import _ModelStepArguments
+        from sagemaker.mlops.workflow import ModelStep
+        from sagemaker.mlops.workflow import TransformStep as SdkTransformStep
+
+        from pipelines.sagemaker.compiler import INFERENCE_IMAGE
+        from steps.register import SERVING_ENVIRONMENT, _SessionHolder
+
+        if not isinstance(self.model, OutputRef):
+            raise ValueError(f"step '{self.name}': model {self.model!r} names a version in the local registry; "
+                             "on SageMaker give a training or tuning step's model output")
+        resources = cc.resources(self)
+        image = self.inference.get("image") or cc.framework_image(self, INFERENCE_IMAGE, resources.instance_type)
+        environment = {**SERVING_ENVIRONMENT, "SAGEMAKER_REGION": cc.region,
+                       **{str(k): cc.text(v) for k, v in self.inference.get("environment", {}).items()}}
+        session, model_name = cc.session, f"{self.name}{MODEL_STEP_SUFFIX}"
+        session.context = _ModelStepArguments(_SessionHolder(session))
+        session.create_model(model_name, role=cc.role, container_defs={
+            "Image": image, "ModelDataUrl": cc.value(self.model), "Environment": environment})
+        model_step = ModelStep(name=model_name, step_args=session.context, depends_on=cc.depends_on(self),
+                               retry_policies=cc.retry_policies(self, job=False) or None)
+        cloud = self.sagemaker
+        transformer = Transformer(
+            model_name=model_step.properties.ModelName, instance_count=resources.instance_count,
+            instance_type=resources.instance_type, strategy=cloud.get("batch_strategy", "MultiRecord"),
+            assemble_with="Line" if self.split == "line" else None, accept=self.accept,
+            output_path=cc.execution_uri(self.name, self.output), max_payload=cloud.get("max_payload_mb"),
+            max_concurrent_transforms=cloud.get("max_concurrent_transforms"), sagemaker_session=session,
+            volume_kms_key=cc.kms_key(), output_kms_key=cc.kms_key())
+        step_args = transformer.transform(data=cc.input_source(self.input), content_type=self.content_type,
+                                          split_type="Line" if self.split == "line" else None)
+        transform = SdkTransformStep(name=self.name, step_args=step_args, description=self.description or None,
+                                     cache_config=cc.cache_config(self), retry_policies=cc.retry_policies(self) or None)
+        return [model_step, transform]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """One input file through the batch engine with the model archive's own handlers (the step's process)."""
+    parser = argparse.ArgumentParser(description="score one file with a model's inference handlers")
+    for flag in ("--model", "--input", "--output"):
+        parser.add_argument(flag, required=True, type=Path)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--chunk-rows", type=int, default=200_000)
+    args = parser.parse_args(argv)
+    import importlib.util
+
+    from pipelines.model_archive import model_folder
+    from pipelines.serving.transform import transform
+
+    with model_folder(args.model) as model_dir:
+        code = model_dir / "code"
+        if not (code / "inference.py").is_file():
+            print(f"the model ({args.model}) carries no code/inference.py to score with", file=sys.stderr)
+            return 2
+        sys.path.insert(0, str(code))
+        spec = importlib.util.spec_from_file_location("inference", code / "inference.py")
+        inference = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules["inference"] = inference
+        spec.loader.exec_module(inference)  # type: ignore[union-attr]
+        model = inference.model_fn(str(model_dir))
+        scratch = Path.cwd() / f".{args.input.name}.with-header.csv"  # the step's folder, not its output
+        try:
+            source = _with_header(args.input, scratch, inference)
+            count = transform(model, args.threshold, source, args.output, args.chunk_rows, progress=False)
+        except inference.InputError as exc:
+            print(f"{args.input}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            scratch.unlink(missing_ok=True)
+    print(f"wrote {count:,} rows to {args.output}")
+    return 0
+
+
+def _with_header(source: Path, scratch: Path, inference: Any) -> Path:
+    """A CSV without a header row (what SageMaker's batch transform sends the container, line by line) gets the
+    field names the model's own input_fn gives its values, so both backends score the same file."""
+    if source.suffix.lower() != ".csv":
+        return source
+    import csv
+    import shutil
+
+    with open(source, newline="") as handle:
+        first = handle.readline()
+    cells = next(csv.reader([first]), [])
+    try:
+        fields = list(inference.input_fn(first, "text/csv")[0])
+    except Exception:  # noqa: BLE001 - not a record the handler takes as it stands: a header row
+        return source
+    if set(cells) & set(fields):
+        return source
+    with open(scratch, "w", newline="") as out, open(source, newline="") as handle:
+        csv.writer(out).writerow(fields)
+        shutil.copyfileobj(handle, out, 1 << 20)
+    return scratch
+
+
+if __name__ == "__main__":
+    sys.exit(main())
