@@ -290,3 +290,17 @@ def test_the_fingerprint_sees_names_sizes_and_bytes_of_every_channel_file(tmp_pa
         "lr unset vs 0.1", "seed 42 vs 7", "processes 2 vs 1", "input channel 'train' removed", "training code differs"]
     assert checkpoint_guard.differences(None, base) == checkpoint_guard.differences({"model": 1}, base) == [
         "it records no fingerprint: an older version of the script wrote it"]
+
+
+def test_emulating_the_compiled_torch_pipeline_gives_the_local_runs_auc(torch_run: dict) -> None:
+    """The compiled definition, emulated with 2 torchrun processes, on the data the local run used."""
+    raw = torch_run["run_dir"] / "ingest" / "processing" / "output" / "raw"
+    done = run_cli("emulate", CONFIG, "--env", "dev", "--param", f"input_data={raw}", "--json",
+                   home=torch_run["home"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    emulated = json.loads(done.stdout)
+    local = torch_run["summary"]
+    aucs = [s["metrics"]["evaluate"]["binary_classification_metrics"]["auc"]["value"] for s in (local, emulated)]
+    assert abs(aucs[0] - aucs[1]) < 1e-6, aucs
+    statuses = {s["name"]: s["status"] for s in emulated["steps"]}
+    assert statuses["register"] == "succeeded" and statuses["auc-too-low"] == "skipped"
