@@ -168,11 +168,12 @@ def _buckets(definition: Any) -> set[str]:
 
 
 def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
+    from pipelines.sagemaker.offline import create_bucket
+
     try:
         s3.head_bucket(Bucket=bucket)
     except Exception:
-        extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-        s3.create_bucket(Bucket=bucket, **extra)
+        create_bucket(s3, bucket, region)
 
 
 def _start(sm: Any, name: str, definition: dict[str, Any], role: str, values: dict[str, Any]) -> str:
@@ -191,7 +192,7 @@ def _runnable(spec: Any, source: str, name: str, definition: dict[str, Any], val
     """A PipelineSpec of emulated steps: the runner's scheduler, state, progress and tracking run it."""
     from pipelines.emulate.expressions import Scope
     from pipelines.emulate.steps import Emulation, EmulatedStep
-    from pipelines.sagemaker.definition_checks import all_steps
+    from pipelines.sagemaker.definition_checks import all_steps, own_gets
     from pipelines.spec import EnvSettings, PipelineSpec
 
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -201,14 +202,11 @@ def _runnable(spec: Any, source: str, name: str, definition: dict[str, Any], val
     emulation.scope.read_property_file = emulation.read_property_file
     raw_steps = list(all_steps(definition["Steps"]))
     emulation.steps = {s["Name"]: s for s in raw_steps}
-    from pipelines.sagemaker.definition_checks import _gets
 
     steps = []
     for raw in raw_steps:
         upstream = set(raw.get("DependsOn") or [])
-        own = {k: v for k, v in raw.items() if k != "Arguments"}
-        own["Arguments"] = {k: v for k, v in (raw.get("Arguments") or {}).items() if k not in ("IfSteps", "ElseSteps")}
-        upstream.update(get.split(".")[1] for get, _, _ in _gets(own, "") if get.startswith("Steps."))
+        upstream.update(get.split(".")[1] for get, _, _ in own_gets(raw) if get.startswith("Steps."))
         args = raw.get("Arguments") or {}
         branches = {"if_true": [s["Name"] for s in args.get("IfSteps", [])],
                     "if_false": [s["Name"] for s in args.get("ElseSteps", [])]} if raw["Type"] == "Condition" else {}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipelines.netutil import free_port, unreachable
+from pipelines.sagemaker.offline import restore_environ
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "emulate", "AWS_SECRET_ACCESS_KEY": "emulate"}
 
@@ -38,11 +39,7 @@ def emulated_aws(region: str, log_dir: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved)
         if proc is not None:
             proc.terminate()
             try:

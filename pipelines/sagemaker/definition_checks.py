@@ -65,10 +65,7 @@ def missing_dependencies(steps: list[dict[str, Any]]) -> Iterator[Finding]:
 def bad_references(steps: list[dict[str, Any]], parameters: dict[str, str]) -> Iterator[Finding]:
     by_name = {s["Name"]: s for s in steps}
     for step in steps:
-        own = {k: v for k, v in step.items() if k != "Arguments"}
-        own["Arguments"] = {k: v for k, v in (step.get("Arguments") or {}).items()
-                            if not (step.get("Type") == "Condition" and k in ("IfSteps", "ElseSteps"))}
-        for get, path, context in _gets(own, ""):
+        for get, path, context in own_gets(step):
             yield from _check_get(step, get, path, context, by_name, parameters)
 
 
@@ -112,6 +109,14 @@ def _check_get(step: dict[str, Any], get: str, path: str, context: str, by_name:
         variable = get.split(".", 1)[1]
         if variable not in EXECUTION_VARIABLES:
             yield name, path, f"'{variable}' is not an execution variable; use one of {sorted(EXECUTION_VARIABLES)}"
+
+
+def own_gets(step: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(Get string, field path, context) for the references a step makes itself, not its condition branches'."""
+    own = {k: v for k, v in step.items() if k != "Arguments"}
+    own["Arguments"] = {k: v for k, v in (step.get("Arguments") or {}).items()
+                        if not (step.get("Type") == "Condition" and k in ("IfSteps", "ElseSteps"))}
+    return _gets(own, "")
 
 
 def _gets(node: Any, path: str, context: str = "direct") -> Iterator[tuple[str, str, str]]:

@@ -41,10 +41,7 @@ def offline_session(region: str, bucket: str) -> Iterator[tuple[Any, Any]]:
 
             boto = boto3.Session(region_name=region)
             s3 = boto.client("s3")
-            if region == "us-east-1":
-                s3.create_bucket(Bucket=bucket)
-            else:
-                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+            create_bucket(s3, bucket, region)
             from sagemaker.core.workflow.pipeline_context import PipelineSession
 
             for name in ("sagemaker", "sagemaker.config", "botocore", "boto3"):  # set again: imports reset them
@@ -54,11 +51,7 @@ def offline_session(region: str, bucket: str) -> Iterator[tuple[Any, Any]]:
             with _validate_config_once():
                 yield session, s3
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        restore_environ(saved)
 
 
 @contextmanager
@@ -81,6 +74,21 @@ def _validate_config_once() -> Iterator[None]:
 
     with mock.patch.object(SageMakerConfig, "validate_sagemaker_config", staticmethod(validate_once)):
         yield
+
+
+def create_bucket(s3: Any, bucket: str, region: str) -> None:
+    """A bucket in region (us-east-1 takes no location constraint; every other region needs one)."""
+    extra = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=bucket, **extra)
+
+
+def restore_environ(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as saved ({name: value, or None for unset})."""
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def uploaded_objects(s3: Any, bucket: str) -> dict[str, bytes]:
