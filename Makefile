@@ -3,18 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
 .PHONY: setup run test bench ui loadtest clean
 
+# Everything (requirements.lock): every extra, torch and the test tools; `make test` and CI use it.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
-	touch $(STAMP)
+	$(PIP) -r requirements.lock
+	$(PIP) --no-deps -e .
+	touch $(STAMP) $(RUN_STAMP)
+
+# What the LightGBM example needs (requirements/run.lock: the core, ml, tracking, serve), no more.
+$(RUN_STAMP): requirements/run.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements/run.lock
+	$(PIP) --no-deps -e .
+	touch $(RUN_STAMP)
 
 setup: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/sagepipe run configs/fraud-detection.yaml
 
 test: $(STAMP)
@@ -23,7 +33,7 @@ test: $(STAMP)
 loadtest: $(STAMP)
 	$(BIN)/python loadtest/run.py
 
-ui: $(STAMP)
+ui: $(RUN_STAMP)
 	$(BIN)/sagepipe ui
 
 bench: $(STAMP)
@@ -35,7 +45,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/ddp_throughput.py
 	$(BIN)/python benchmarks/emulate_overhead.py
 	$(BIN)/python benchmarks/tuning_speed.py
-	$(BIN)/python benchmarks/chaos.py
+	$(BIN)/python benchmarks/tracking_latency.py
+	$(BIN)/python benchmarks/scale.py
+	-$(BIN)/python benchmarks/chaos.py
+	$(BIN)/python benchmarks/summary.py
 
 clean:
 	rm -rf .sagepipe benchmarks/results

@@ -1,8 +1,10 @@
-"""Cold `sagepipe compile` of the example pipeline (target < 10 s) and `sagepipe validate` (target < 1 s,
-and it must not import the SageMaker SDK, boto3, mlflow or moto)."""
+"""Cold `sagepipe compile` of the example pipeline (target <= 6 s) and `sagepipe validate` (target <= 0.5 s,
+and it must not import the SageMaker SDK, boto3, mlflow or moto). Best of several cold processes; the load
+average is recorded, as a busy machine inflates both."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,11 +35,12 @@ def main() -> None:
     result = {"compile_wall_s": {"best": round(min(compile_s), 2), "all": [round(x, 2) for x in compile_s]},
               "validate_wall_s": {"best": round(min(validate_s), 3), "all": [round(x, 3) for x in validate_s]},
               "validate_imports_heavy_modules": heavy[-1] if heavy else "",
-              "targets": {"compile_wall_s": 10, "validate_wall_s": 1}}
+              "targets": {"compile_wall_s": 6, "validate_wall_s": 0.5},
+              "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}
     print("Compile and validate (cold processes, wall seconds)")
     write("compile_speed", result, [("measure", "value", "target"),
-                                    ("compile, best of 3", f"{min(compile_s):.2f}", "< 10"),
-                                    ("validate, best of 5", f"{min(validate_s):.3f}", "< 1"),
+                                    ("compile, best of 3", f"{min(compile_s):.2f}", "<= 6"),
+                                    ("validate, best of 5", f"{min(validate_s):.3f}", "<= 0.5"),
                                     ("validate imports", heavy[-1] if heavy else "nothing heavy", "nothing heavy")])
 
 

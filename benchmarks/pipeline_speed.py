@@ -5,7 +5,8 @@
   another, on the same inputs (target <= 1.3x). Both log to MLflow (the scripts' own logging is
   work, not overhead); the pipeline also records its parent and step runs, which counts as overhead.
   Both SQLite stores are created before timing (a store's one-time schema set-up takes ~4 s);
-- a fully cached re-run over the first run (target <= 10 %);
+- a fully cached re-run over the first run (target <= 5 % and <= 1 s), and against the same re-run
+  untracked (MLFLOW_TRACKING_URI=none); the background MLflow writer is waited for between runs;
 - with --rows 50000 500000 5000000: wall time, and each step's time and peak RSS, at each size.
 """
 
@@ -27,13 +28,24 @@ REPO = Path(__file__).resolve().parents[1]
 CODE = REPO / "model_code"
 
 
-def run_pipeline(home: Path, params: list[str], no_cache: bool) -> tuple[float, dict]:
+def run_pipeline(home: Path, params: list[str], no_cache: bool, **env: str) -> tuple[float, dict]:
     argv = [str(Path(sys.executable).parent / "sagepipe"), "run", "configs/fraud-detection.yaml", "--json"]
     argv += [a for p in params for a in ("--param", p)] + (["--no-cache"] if no_cache else [])
     start = time.perf_counter()
-    done = subprocess.run(argv, cwd=REPO, env={**os.environ, "SAGEPIPE_HOME": str(home)},
+    done = subprocess.run(argv, cwd=REPO, env={**os.environ, "SAGEPIPE_HOME": str(home), **env},
                           capture_output=True, text=True, check=True)
     return time.perf_counter() - start, json.loads(done.stdout)
+
+
+def wait_for_writers(home: Path, limit: float = 300) -> None:
+    """Until the background MLflow writers of home's runs are done (so they do not slow the next timing)."""
+    sys.path.insert(0, str(REPO))
+    from pipelines.tracking_journal import unwritten, writer_busy
+
+    deadline = time.time() + limit
+    while time.time() < deadline and any(writer_busy(r.parent) or unwritten(r.parent)
+                                         for r in (home / "runs").glob("*/mlflow")):
+        time.sleep(0.2)
 
 
 def create_store(uri: str) -> None:
@@ -101,18 +113,26 @@ def measure_small(work: Path) -> tuple[dict, list[tuple]]:
     (work / "state").mkdir(parents=True)
     create_store(f"sqlite:///{work}/state/mlflow.db")
     first, summary = run_pipeline(work / "state", [], no_cache=True)
+    wait_for_writers(work / "state")
     cached, _ = run_pipeline(work / "state", [], no_cache=False)
+    wait_for_writers(work / "state")
+    untracked, _ = run_pipeline(work / "state", [], no_cache=False, MLFLOW_TRACKING_URI="none")
     direct = run_scripts_directly(work / "direct", 5000)
     result = {
         "rows_5000": {"pipeline_wall_s": round(first, 2), "direct_scripts_wall_s": round(direct, 2),
                       "overhead_ratio": round(first / direct, 3), "cached_rerun_wall_s": round(cached, 2),
                       "cached_rerun_fraction": round(cached / first, 3),
+                      "cached_rerun_untracked_wall_s": round(untracked, 2),
+                      "cached_rerun_tracked_over_untracked": round(cached / untracked, 2),
                       "steps": {s["name"]: s["duration_s"] for s in summary["steps"]}},
-        "targets": {"pipeline_wall_s": 60, "overhead_ratio": 1.3, "cached_rerun_fraction": 0.10},
+        "targets": {"pipeline_wall_s": 60, "overhead_ratio": 1.3, "cached_rerun_fraction": 0.05,
+                    "cached_rerun_wall_s": 1.0},
     }
     rows = [("pipeline wall s (5,000 rows)", f"{first:.1f}", "< 60"),
             ("direct scripts wall s", f"{direct:.1f}", ""), ("overhead ratio", f"{first / direct:.2f}x", "<= 1.3x"),
-            ("cached re-run s", f"{cached:.2f}", ""), ("cached / first", f"{cached / first:.1%}", "<= 10%")]
+            ("cached re-run s", f"{cached:.2f}", "<= 1"), ("cached / first", f"{cached / first:.1%}", "<= 5%"),
+            ("cached re-run untracked s", f"{untracked:.2f}", ""),
+            ("cached tracked / untracked", f"{cached / untracked:.2f}x", "")]
     return result, rows
 
 

@@ -1,18 +1,20 @@
-"""Data-quality gates: a YAML suite checked with Great Expectations 1.x, with Data Docs as HTML.
+"""Data-quality gates: a YAML suite of Great Expectations expectations, checked on Arrow tables, and a report.
 
-Besides one entry per file, the suite has a `join_and_split` section: the rules for the joined data
-(how many claims may lack a customer) and for each split (how many rows of each class it must hold).
+The per-file expectations are checked by dq_checks (pyarrow, well under a second) or, with
+DATA_QUALITY_ENGINE=great_expectations, by Great Expectations itself (dq_gx; its import alone takes ~5 s);
+dq_report writes the self-contained HTML report and data_quality.json. Besides one entry per file, the suite
+has a `join_and_split` section: the rules for the joined data (how many claims may lack a customer) and for
+each split (how many rows of each class it must hold).
 """
 
 from __future__ import annotations
 
 import difflib
-import shutil
-import tempfile
+import os
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 import yaml
 
 ALLOWED_RULES = {"type", "nullable", "max_null_ratio", "values", "min", "max", "unique"}
@@ -21,8 +23,7 @@ FILE_RULES = {"row_count", "columns"}
 DATASET = "join_and_split"
 DATASET_DEFAULTS: dict[str, float | int] = {
     "min_join_coverage": 1.0, "min_positives_per_split": 5, "min_negatives_per_split": 5}
-INT_TYPES = ["int64", "int32", "int16", "int8", "Int64"]
-FLOAT_TYPES = ["float64", "float32", "int64", "int32"]
+ENGINES = ("arrow", "great_expectations")
 
 
 class DataError(Exception):
@@ -85,23 +86,46 @@ def dataset_rules(section: Any, suite_name: str) -> dict[str, Any]:
     return rules
 
 
-def join_coverage(left: pd.DataFrame, right: pd.DataFrame, key: str, files: tuple[str, str],
-                  nouns: tuple[str, str], min_coverage: float, suite_name: str) -> tuple[pd.DataFrame, str | None]:
-    """Inner join of left and right on key (nouns: ("claim", "customer")), held to min_join_coverage.
+def join_coverage(left: Any, right: Any, key: str, files: tuple[str, str], nouns: tuple[str, str],
+                  min_coverage: float, suite_name: str) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Inner join of two Arrow tables on key (nouns: ("claim", "customer")), held to min_join_coverage.
 
-    Returns the joined rows and, when rows were dropped but no more than allowed, a line saying how many;
-    raises a DataError (counts, examples, the rule, the fix) when more were."""
-    matched = left[key].isin(right[key])
-    total, missing = len(left), int((~matched).sum())
-    try:
-        joined = left.merge(right, on=key, how="inner", validate="one_to_one")
-    except pd.errors.MergeError:
-        dupes = ", ".join(f"{n}: {int(f[key].duplicated().sum()):,}" for n, f in zip(files, (left, right)))
-        raise DataError(f"cannot join {files[0]} and {files[1]} on {key}: duplicated values ({dupes}); each "
-                        f"{key} must appear once per file (suite: unique: true)") from None
+    Returns, for each joined row in the left table's order, its row in left and in right, and, when rows were
+    dropped but no more than allowed, a line saying how many; raises a DataError (counts, examples, the rule,
+    the fix) when more were, or when a key is not unique (as pandas' one_to_one merge would)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    left_keys, right_keys = left.column(key), right.column(key)
+    whole_numbers = all(pa.types.is_integer(k.type) and not k.null_count for k in (left_keys, right_keys))
+    if whole_numbers:  # sorted look-ups: ids already in order cost one pass, others a sort
+        left_numbers, right_numbers = left_keys.to_numpy(), right_keys.to_numpy()
+        dupes = {n: _duplicates(k) for n, k in zip(files, (left_numbers, right_numbers))}
+    else:
+        dupes = {n: len(k) - pc.count_distinct(k, mode="all").as_py() for n, k in zip(files, (left_keys, right_keys))}
+    if any(dupes.values()):
+        listed = ", ".join(f"{n}: {d:,}" for n, d in dupes.items())
+        raise DataError(f"cannot join {files[0]} and {files[1]} on {key}: duplicated values ({listed}); each "
+                        f"{key} must appear once per file (suite: unique: true)")
+    if whole_numbers:
+        matched, right_rows = _lookup(left_numbers, right_numbers)
+    else:
+        left_keys, right_keys = (k.cast(k.type.value_type) if pa.types.is_dictionary(k.type) else k
+                                 for k in (left_keys, right_keys))
+        try:
+            right_keys = right_keys.cast(left_keys.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise DataError(f"cannot join {files[0]} and {files[1]} on {key}: its values are {left_keys.type} in "
+                            f"{files[0]} but {right_keys.type} in {files[1]}; give both files the same kind of "
+                            f"{key} (suite: type)") from None
+        position = pc.index_in(left_keys, value_set=right_keys.combine_chunks()).to_numpy(zero_copy_only=False)
+        matched = ~np.isnan(position) if position.dtype.kind == "f" else np.ones(len(position), dtype=bool)
+        right_rows = position[matched].astype(np.int64)
+    left_rows = np.flatnonzero(matched)
+    total, missing = len(left_keys), int((~matched).sum())
     if not missing:
-        return joined, None
-    examples = ", ".join(str(v) for v in left.loc[~matched, key].head(5))
+        return left_rows, right_rows, None
+    examples = ", ".join(str(v) for v in left_keys.take(np.flatnonzero(~matched)[:5]).to_pylist())
     what = (f"{missing:,} of {total:,} {nouns[0]}s ({missing / total:.1%}) have no {nouns[1]}: their {key} is not "
             f"in {files[1]} (e.g. {examples})")
     rule = f"{DATASET}.min_join_coverage: {float(min_coverage)} in {suite_name}"
@@ -109,29 +133,51 @@ def join_coverage(left: pd.DataFrame, right: pd.DataFrame, key: str, files: tupl
         need = f"every {nouns[0]}" if min_coverage >= 1 else f"at least {min_coverage:.1%} of {nouns[0]}s"
         raise DataError(f"{what}; {need} must have one (suite: {rule}) — add the missing {nouns[1]}s to "
                         f"{files[1]}, or lower min_join_coverage to drop such {nouns[0]}s")
-    return joined, f"dropped {what}; the suite allows it ({rule})"
+    return left_rows, right_rows, f"dropped {what}; the suite allows it ({rule})"
 
 
-def check_classes(splits: dict[str, pd.DataFrame], label: str, rules: dict[str, Any], source: str,
+def _in_order(keys: np.ndarray) -> bool:
+    return len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1]))
+
+
+def _duplicates(keys: np.ndarray) -> int:
+    """How many rows repeat an earlier row's key (pandas' duplicated().sum())."""
+    if _in_order(keys):
+        return 0
+    ordered = np.sort(keys)
+    return int((ordered[1:] == ordered[:-1]).sum())
+
+
+def _lookup(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For unique keys: which left keys are in right, and the right row of each that is."""
+    order = np.arange(len(right)) if _in_order(right) else np.argsort(right, kind="stable")
+    ordered = right[order]
+    slot = np.minimum(np.searchsorted(ordered, left), max(len(ordered) - 1, 0))
+    matched = ordered[slot] == left if len(ordered) else np.zeros(len(left), dtype=bool)
+    return matched, order[slot[matched]]
+
+
+def check_classes(counts: dict[str, dict[int, int]], label: str, rules: dict[str, Any], source: str,
                   suite_name: str) -> None:
-    """Every split holds at least min_positives_per_split rows with label 1 and min_negatives_per_split
-    with label 0; otherwise a DataError, one line per class: the counts per split, the rule, the fix."""
+    """Every split ({split: {label value: rows}}) holds at least min_positives_per_split rows with label 1 and
+    min_negatives_per_split with label 0; otherwise a DataError, one line per class: the counts per split, the
+    rule, the fix."""
     problems = []
-    rows = sum(len(f) for f in splits.values())
+    rows = sum(sum(c.values()) for c in counts.values())
     for value, rule in ((1, "min_positives_per_split"), (0, "min_negatives_per_split")):
         need = rules[rule]
-        counts = {split: int((frame[label] == value).sum()) for split, frame in splits.items()}
-        if min(counts.values()) >= need:
+        per_class = {split: int(c.get(value, 0)) for split, c in counts.items()}
+        if min(per_class.values()) >= need:
             continue
-        total = sum(counts.values())
-        if total >= need * len(splits):
+        total = sum(per_class.values())
+        if total >= need * len(counts):
             fix = "give the short split a larger share of the rows (--train-ratio, --validation-ratio)"
         elif total == 0:
             fix = f"add rows with {label}={value}, or check how the {label} column is encoded"
         else:
             fix = f"add rows with {label}={value}"
         every = f": every row is {label}={1 - value}" if total == 0 and rows else ""
-        per_split = ", ".join(f"{s} {c:,}" for s, c in counts.items())
+        per_split = ", ".join(f"{s} {c:,}" for s, c in per_class.items())
         problems.append(f"too few {label}={value} rows: {per_split} ({source} has {total:,} in {rows:,}{every}); "
                         f"need at least {need} in every split to train and evaluate a model "
                         f"(suite: {DATASET}.{rule} in {suite_name}) — {fix}")
@@ -139,90 +185,28 @@ def check_classes(splits: dict[str, pd.DataFrame], label: str, rules: dict[str, 
         raise DataError("\n".join(problems))
 
 
-def _expectations(gx: Any, rules: dict[str, Any], frame: pd.DataFrame) -> list[Any]:
-    ex = gx.expectations
-    found: list[Any] = []
-    if "row_count" in rules:
-        bounds = rules["row_count"]
-        found.append(ex.ExpectTableRowCountToBeBetween(min_value=bounds.get("min"), max_value=bounds.get("max")))
-    string_type = "str" if pd.__version__ >= "3" else "object"
-    for column, rule in (rules.get("columns") or {}).items():
-        found.append(ex.ExpectColumnToExist(column=column))
-        if column not in frame.columns:
-            continue  # the existence check reports it; the rest would only repeat it
-        kind = rule.get("type")
-        if kind == "int":
-            found.append(ex.ExpectColumnValuesToBeInTypeList(column=column, type_list=INT_TYPES))
-        elif kind == "float":
-            found.append(ex.ExpectColumnValuesToBeInTypeList(column=column, type_list=FLOAT_TYPES))
-        elif kind == "str":
-            found.append(ex.ExpectColumnValuesToBeOfType(column=column, type_=string_type))
-        if rule.get("nullable") is False:
-            found.append(ex.ExpectColumnValuesToNotBeNull(column=column))
-        elif "max_null_ratio" in rule:
-            found.append(ex.ExpectColumnValuesToNotBeNull(column=column, mostly=1 - rule["max_null_ratio"]))
-        if "values" in rule:
-            found.append(ex.ExpectColumnValuesToBeInSet(column=column, value_set=rule["values"]))
-        if "min" in rule or "max" in rule:
-            found.append(ex.ExpectColumnValuesToBeBetween(column=column, min_value=rule.get("min"),
-                                                          max_value=rule.get("max")))
-        if rule.get("unique"):
-            found.append(ex.ExpectColumnValuesToBeUnique(column=column))
-    return found
+def engine_from_env() -> str:
+    engine = os.environ.get("DATA_QUALITY_ENGINE", "arrow")
+    if engine not in ENGINES:
+        raise DataError(f"DATA_QUALITY_ENGINE={engine!r} is not one of {', '.join(ENGINES)}{_did_you_mean(engine, list(ENGINES))}")
+    return engine
 
 
-def validate(frames: dict[str, pd.DataFrame], suite: dict[str, Any], docs_out: Path) -> list[str]:
-    """Check every file against its rules; write Data Docs to docs_out; return failure messages."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+def validate(tables: dict[str, Any], suite: dict[str, Any], suite_name: str, docs_out: Path,
+             engine: str = "arrow", frames: dict[str, Any] | None = None) -> list[str]:
+    """Check every file (Arrow tables) against its rules, write the report to docs_out, return failure lines.
 
-    workdir = Path(tempfile.mkdtemp(prefix="gx-"))
-    try:
-        context = gx.get_context(mode="file", project_root_dir=str(workdir))
-        context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        source = context.data_sources.add_pandas("raw")
-        definitions, params = [], {}
-        for file, frame in frames.items():
-            name = file.replace(".", "_")
-            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
-            gx_suite = context.suites.add(gx.ExpectationSuite(name=name))
-            for expectation in _expectations(gx, suite.get(file, {}), frame):
-                gx_suite.add_expectation(expectation)
-            definitions.append(context.validation_definitions.add(
-                gx.ValidationDefinition(data=batch, suite=gx_suite, name=name)))
-            params[name] = frame
-        failures = []
-        for definition in definitions:
-            checkpoint = context.checkpoints.add(gx.Checkpoint(
-                name=f"{definition.name}-check", validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs")],
-                result_format={"result_format": "SUMMARY"}))
-            result = checkpoint.run(batch_parameters={"dataframe": params[definition.name]})
-            file = definition.name.replace("_", ".")
-            for run in result.run_results.values():
-                failures += [describe_failure(file, r) for r in run.results if not r.success]
-        site = workdir / "gx" / "uncommitted" / "data_docs" / "local_site"
-        shutil.copytree(site, docs_out, dirs_exist_ok=True)
-        return failures
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    With engine "great_expectations", GX checks `frames`: the same files as pandas.read_csv reads them."""
+    import dq_report
 
+    if engine == "great_expectations":
+        import dq_gx
 
-def describe_failure(file: str, result: Any) -> str:
-    """One line: file, column, expectation and what was observed."""
-    config = result.expectation_config
-    kwargs = config.kwargs
-    column = f"column '{kwargs['column']}'" if "column" in kwargs else "table"
-    observed = result.result or {}
-    if result.exception_info and result.exception_info.get("raised_exception"):
-        what = f"could not be checked: {result.exception_info.get('exception_message', '')[:200]}"
-    elif "observed_value" in observed:
-        what = f"observed {observed['observed_value']!r}"
-    elif "unexpected_count" in observed:
-        sample = sorted({str(v) for v in (observed.get("partial_unexpected_list") or [])})[:5]
-        what = (f"{observed['unexpected_count']} unexpected values "
-                f"({observed.get('unexpected_percent', 0):.1f}%), e.g. {sample}")
+        rows = dq_gx.validate_frames(frames or {}, suite)
     else:
-        what = "column not found" if config.type == "expect_column_to_exist" else "failed"
-    expected = {k: v for k, v in kwargs.items() if k not in {"column", "batch_id"}}
-    return f"{file}: {column}: {config.type}{expected if expected else ''} failed — {what}"
+        import dq_checks
+
+        rows = dq_checks.validate_tables(tables, suite)
+    doc = dq_report.report(rows, {file: table.num_rows for file, table in tables.items()}, suite_name, engine)
+    dq_report.write(doc, docs_out)
+    return [r["message"] for r in doc["results"] if not r["success"]]

@@ -2,7 +2,8 @@
 
 Inputs: input/model/ (model.tar.gz, as SageMaker hands a training step's model output to a processing job,
 or the model folder itself: model.txt, feature_transform.json, metadata.json), input/test/*.parquet.
-Output: output/evaluation/{evaluation.json, roc.png, precision_recall.png, feature_importance.png (LightGBM)}.
+Output: output/evaluation/{evaluation.json, roc.png, precision_recall.png, confusion_matrix.png,
+feature_importance.png (LightGBM)}.
 Every value and standard deviation in evaluation.json is a finite number: a test split without both classes,
 or a model whose scores are not finite, stops the step with one line that says so instead.
 """
@@ -151,6 +152,7 @@ def plots(y: np.ndarray, p: np.ndarray, importance: dict[str, float], report: di
     fig.savefig(out / "precision_recall.png")
     plt.close(fig)
 
+    confusion_plot(plt, scores, out)
     if not importance:  # e.g. a neural network: no built-in importance to plot
         return
     top = sorted(importance.items(), key=lambda kv: kv[1])[-15:]
@@ -161,6 +163,27 @@ def plots(y: np.ndarray, p: np.ndarray, importance: dict[str, float], report: di
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "feature_importance.png")
+    plt.close(fig)
+
+
+def confusion_plot(plt, scores: dict, out: Path) -> None:
+    """The confusion matrix at the threshold: counts and the share of each true class."""
+    cells = scores["confusion_matrix"]
+    counts = np.array([[cells["0"]["0"], cells["0"]["1"]], [cells["1"]["0"], cells["1"]["1"]]], dtype=float)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.4), dpi=110)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    names = [["true negative", "false positive"], ["false negative", "true positive"]]
+    for i in range(2):
+        for j in range(2):
+            ax.text(j, i, f"{int(counts[i, j]):,}\n{share[i, j]:.1%} of row\n{names[i][j]}", ha="center",
+                    va="center", fontsize=10, color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks([0, 1], ["not flagged (0)", "flagged (1)"])
+    ax.set_yticks([0, 1], ["not fraud (0)", "fraud (1)"])
+    ax.set(xlabel="predicted", ylabel="actual",
+           title=f"Confusion matrix at threshold {scores['threshold']['value']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png")
     plt.close(fig)
 
 

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import pandas as pd
 
 from fraud_schema import CATEGORICAL, LIABILITY, NUMERIC
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TRANSFORM_FILE = "feature_transform.json"
 
 
 def fit(train: pd.DataFrame) -> dict[str, Any]:
     """Learn the vocabulary of each categorical column from the training rows."""
-    vocab = {c: sorted(str(v) for v in train[c].dropna().unique()) for c in CATEGORICAL}
+    return from_vocabulary({c: train[c].dropna().unique() for c in CATEGORICAL})
+
+
+def from_vocabulary(seen: dict[str, Iterable[Any]]) -> dict[str, Any]:
+    """The transform for the values seen (missing left out) in each categorical column of the training rows."""
+    vocab = {c: sorted({str(v) for v in seen[c]}) for c in CATEGORICAL}
     features = NUMERIC + ["liability_per_person", "liability_per_accident"] + CATEGORICAL
     return {"version": 1, "categorical": vocab, "numeric": NUMERIC, "liability": LIABILITY,
             "features": features}
@@ -28,6 +35,8 @@ def fit(train: pd.DataFrame) -> dict[str, Any]:
 
 def apply(transform: dict[str, Any], raw: pd.DataFrame) -> pd.DataFrame:
     """Features for raw rows, in the transform's column order (float32)."""
+    import pandas as pd
+
     out = {}
     for column in transform["numeric"]:
         out[column] = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=np.float32)
@@ -36,7 +45,7 @@ def apply(transform: dict[str, Any], raw: pd.DataFrame) -> pd.DataFrame:
     out["liability_per_person"] = pd.to_numeric(limits[0], errors="coerce").to_numpy(dtype=np.float32)
     out["liability_per_accident"] = pd.to_numeric(limits[1], errors="coerce").to_numpy(dtype=np.float32)
     for column, categories in transform["categorical"].items():
-        codes = pd.Categorical(raw[column].astype("string"), categories=categories).codes.astype(np.float32)
+        codes = pd.Index(categories, dtype="string").get_indexer(raw[column].astype("string")).astype(np.float32)
         codes[codes < 0] = np.nan
         out[column] = codes
     return pd.DataFrame(out, index=raw.index)[transform["features"]]
@@ -50,3 +59,34 @@ def save(transform: dict[str, Any], folder: Path) -> Path:
 
 def load(folder: Path) -> dict[str, Any]:
     return json.loads((folder / TRANSFORM_FILE).read_text())
+
+
+def matrix(transform: dict[str, Any], table: Any) -> np.ndarray:
+    """apply()'s values for an Arrow table, as one float32 matrix built column by column: the raw rows never
+    become a pandas frame. Text columns go through apply() once per distinct value, so the codes are apply's."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = transform["features"]
+    out = np.empty((table.num_rows, len(names)), dtype=np.float32, order="F")
+    for column in transform["numeric"]:
+        values = table.column(column)
+        kind = values.type.value_type if pa.types.is_dictionary(values.type) else values.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            out[:, names.index(column)] = values.cast(pa.float64()).to_numpy()
+        else:
+            out[:, names.index(column)] = pd.to_numeric(values.to_pandas(), errors="coerce").to_numpy(np.float32)
+    encoded = [transform["liability"], *transform["categorical"]]
+    for column in encoded:
+        values = table.column(column)
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        distinct = pc.unique(values)
+        small = apply(transform, pd.DataFrame({c: distinct.to_pandas() if c == column else np.nan
+                                               for c in (*transform["numeric"], *encoded)}))
+        position = pc.index_in(values, value_set=distinct).to_numpy(zero_copy_only=False).astype(np.int64)
+        targets = ["liability_per_person", "liability_per_accident"] if column == transform["liability"] else [column]
+        for target in targets:
+            out[:, names.index(target)] = small[target].to_numpy()[position]
+    return out

@@ -5,6 +5,10 @@ non-collision incidents, "None" as an authorities category, the misspelt "Unkown
 Fraud follows a seeded logistic model of the features, so a model can learn it.
 
     python model_code/generate_data.py --rows 5000 --seed 42 --out data/
+    python model_code/generate_data.py --rows 200 --joined --out examples/   # also claims_joined.csv
+
+claims_joined.csv is what scoring takes (`sagepipe transform`): each claim joined with its customer, with
+policy_id and without the fraud label.
 """
 
 from __future__ import annotations
@@ -105,8 +109,12 @@ def claim_records(rows: int, seed: int) -> pd.DataFrame:
     return _claims(rng, customers).merge(customers, on="policy_id")
 
 
-def generate(rows: int, seed: int, out: Path) -> None:
-    """Write claims.csv and customers.csv into out, in chunks so memory stays flat."""
+JOINED = "claims_joined.csv"
+
+
+def generate(rows: int, seed: int, out: Path, joined: bool = False) -> None:
+    """Write claims.csv and customers.csv into out (and claims_joined.csv when joined), in chunks so memory
+    stays flat; the same seed gives the same rows with or without joined."""
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     claims_path, customers_path = out / "claims.csv", out / "customers.csv"
@@ -117,6 +125,9 @@ def generate(rows: int, seed: int, out: Path) -> None:
         first = start == 0
         claims.to_csv(claims_path, mode="w" if first else "a", header=first, index=False)
         customers.to_csv(customers_path, mode="w" if first else "a", header=first, index=False)
+        if joined:
+            scoring = claims.drop(columns=["fraud"]).merge(customers, on="policy_id")
+            scoring.to_csv(out / JOINED, mode="w" if first else "a", header=first, index=False)
 
 
 def main() -> None:
@@ -124,11 +135,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=Path("data"))
+    parser.add_argument("--joined", action="store_true",
+                        help=f"also write {JOINED}: claims joined with customers, no label (a scoring file)")
     args = parser.parse_args()
     if args.rows < 1:
         parser.error("--rows must be at least 1")
-    generate(args.rows, args.seed, args.out)
-    print(f"wrote {args.rows} rows to {args.out}/claims.csv and {args.out}/customers.csv")
+    generate(args.rows, args.seed, args.out, args.joined)
+    extra = f" and {args.out}/{JOINED}" if args.joined else ""
+    print(f"wrote {args.rows} rows to {args.out}/claims.csv, {args.out}/customers.csv{extra}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 Requests carry raw claim and customer fields (the model folder holds its feature transform):
 - text/csv: one row per line, no header, the 28 fields in RAW_FEATURES order;
 - application/json: a record {"field": value, ...}, a list of records, or columns {"field": [...]}.
+A record may also carry its key (policy_id): it is not scored, and each prediction echoes it.
 Bad input raises InputError, whose text names the problem (the server answers 400 with it).
 """
 
@@ -17,14 +18,30 @@ import json
 import math
 import os
 import sys
+from itertools import chain, repeat
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from fraud_schema import NA_VALUES, RAW_FEATURES
+from fraud_schema import KEY, NA_VALUES, RAW_FEATURES
+
+try:  # about 3x faster on large bodies; anything it refuses (or could read differently) goes to json
+    from orjson import loads as _fast_loads
+except ImportError:  # an inference image without it
+    _fast_loads = None  # type: ignore[assignment]
 
 NAN = float("nan")
+_DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
+PASSTHROUGH = (KEY,)  # key columns a record may carry: accepted, not scored, echoed in the answer
+
+
+class Scores(NamedTuple):
+    """predict_fn's answer: a probability per record, and the key columns the records carried."""
+
+    probabilities: np.ndarray
+    keys: dict[str, list[Any]]
 
 
 class InputError(ValueError):
@@ -46,29 +63,47 @@ class FraudScorer:
         self.vocab = {c: {v: float(i) for i, v in enumerate(cats)} for c, cats in transform["categorical"].items()}
         self.fields = [f for f in RAW_FEATURES if f in self.numeric or f in self.vocab or f == self.liability]
         self.known = set(self.fields)
+        self.keyed = self.known | set(PASSTHROUGH)
+        take = itemgetter(*self.fields)
+        self._take = take if len(self.fields) > 1 else lambda record: (take(record),)
+        self._numeric_fields = [f for f in self.fields if f in self.numeric]
+        used = [(i, self.features.index(f)) for i, f in enumerate(self._numeric_fields) if f in self.features]
+        self._numeric_rows, self._numeric_at = [i for i, _ in used], [j for _, j in used]
+        self._rest_at = [(j, f) for j, f in enumerate(self.features) if j not in self._numeric_at]
         self.threshold = float(os.environ.get("SAGEPIPE_THRESHOLD", "0.5"))
         self.version = os.environ.get("SAGEPIPE_MODEL_VERSION", "")
 
     def encode(self, records: list[dict[str, Any]]) -> np.ndarray:
-        """A float32 feature matrix, column by column (numeric columns parse in one numpy call)."""
+        """A float32 feature matrix: every numeric column parsed in one numpy call (column by column, for the
+        message, when one holds something else), categories and liability limits column by column."""
         for row, record in enumerate(records):
-            if type(record) is not dict or record.keys() != self.known:
+            if type(record) is not dict or (record.keys() != self.known and record.keys() != self.keyed):
                 self._check_fields(record, row)
+        matrix = np.empty((len(records), len(self.features)), dtype=np.float32)
+        if not records:
+            return matrix
+        by_field = dict(zip(self.fields, zip(*map(self._take, records))))
+        numbers = _number_block([by_field[f] for f in self._numeric_fields])
         columns: dict[str, Any] = {}
         for field in self.fields:
-            values = [record[field] for record in records]
+            values = by_field[field]
             if field in self.numeric:
-                columns[field] = _numbers(values, field)
+                if numbers is None:
+                    columns[field] = _numbers(list(values), field)
             elif field == self.liability:
-                pairs = [_limits(v, field, row) for row, v in enumerate(values)]
+                pairs = _limits_column(values, field)
                 columns["liability_per_person"] = [p for p, _ in pairs]
                 columns["liability_per_accident"] = [a for _, a in pairs]
             else:
                 get = self.vocab[field].get
-                columns[field] = [get(v, NAN) if type(v) is str else NAN if v is None else get(str(v), NAN)
-                                  for v in values]
-        matrix = np.empty((len(records), len(self.features)), dtype=np.float32)
-        for j, feature in enumerate(self.features):
+                columns[field] = list(map(get, values, repeat(NAN))) if _all_text(values) else \
+                    [get(v, NAN) if type(v) is str else NAN if v is None else get(str(v), NAN) for v in values]
+        if numbers is None:
+            for i, j in zip(self._numeric_rows, self._numeric_at):
+                matrix[:, j] = columns[self._numeric_fields[i]]
+        elif self._numeric_at:
+            matrix[:, self._numeric_at] = numbers[self._numeric_rows].T
+        for j, feature in self._rest_at:
             matrix[:, j] = columns[feature]
         return matrix
 
@@ -78,7 +113,7 @@ class FraudScorer:
         missing = [f for f in self.fields if f not in record]
         if missing:
             raise InputError(f"record {row}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        unknown = [f for f in record if f not in self.known]
+        unknown = [f for f in record if f not in self.known and f not in PASSTHROUGH]
         if unknown:
             raise InputError(f"record {row}: unknown field '{unknown[0]}'{_close(unknown[0], self.fields)}")
 
@@ -96,6 +131,35 @@ class FraudScorer:
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in NA_VALUES) or \
         (isinstance(value, float) and math.isnan(value))
+
+
+def _all_text(values: tuple[Any, ...]) -> bool:
+    return set(map(type, values)) == {str}
+
+
+def _limits_column(values: tuple[Any, ...], field: str) -> list[tuple[float, float]]:
+    """_limits of each value; text is parsed once per distinct value (a column holds a handful)."""
+    if not _all_text(values):
+        return [_limits(v, field, row) for row, v in enumerate(values)]
+    parsed = {}
+    for value in dict.fromkeys(values):
+        try:
+            parsed[value] = _limits(value, field, 0)
+        except InputError:  # the first row holding it is the first bad row: name that one
+            parsed[value] = _limits(value, field, values.index(value))
+    return list(map(parsed.__getitem__, values))
+
+
+def _number_block(columns: list[tuple[Any, ...]]) -> np.ndarray | None:
+    """All numeric columns in one call (fields x rows, float64) when every value parses as a finite number and
+    none is a bool (which numpy would take as 1 or 0); None otherwise, and _numbers then goes column by column."""
+    if not columns or bool in set(map(type, chain.from_iterable(columns))):
+        return None
+    try:
+        block = np.array(columns, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return block if block.ndim == 2 and not np.isinf(block).any() else None
 
 
 def _numbers(values: list[Any], field: str) -> Any:
@@ -142,6 +206,11 @@ def _shown(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def _csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
 def _close(word: str, choices: list[str]) -> str:
     import difflib
 
@@ -184,9 +253,20 @@ def _csv_records(text: str, fields: list[str]) -> list[dict[str, Any]]:
     return records
 
 
+def _parse_json(text: str) -> Any:
+    raw = text.encode()
+    # 19 digits in a row may be an integer past 64 bits: orjson makes it a float, json keeps it exact
+    if _fast_loads is not None and b"0" * 19 not in raw.translate(_DIGITS):
+        try:
+            return _fast_loads(raw)
+        except ValueError:  # json says what is wrong, in its words, or reads what orjson refuses (NaN, 1e999)
+            pass
+    return json.loads(text)
+
+
 def _json_records(text: str) -> list[dict[str, Any]]:
     try:
-        data = json.loads(text)
+        data = _parse_json(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except ValueError:  # the only other one: an integer over Python's digit limit
@@ -209,18 +289,25 @@ def _json_records(text: str) -> list[dict[str, Any]]:
     raise InputError("expected a JSON object (a record or columns) or a list of records")
 
 
-def predict_fn(records: list[dict[str, Any]], model: FraudScorer) -> np.ndarray:
-    return model.predict(records)
+def predict_fn(records: list[dict[str, Any]], model: FraudScorer) -> Scores:
+    keys = {column: [record.get(column) for record in records]
+            for column in PASSTHROUGH if any(column in record for record in records)}
+    return Scores(model.predict(records), keys)
 
 
-def output_fn(probabilities: np.ndarray, accept: str, threshold: float = 0.5) -> tuple[bytes, str]:
+def output_fn(prediction: Scores | np.ndarray, accept: str, threshold: float = 0.5) -> tuple[bytes, str]:
+    probabilities, keys = prediction if isinstance(prediction, Scores) else (np.asarray(prediction), {})
     kind = (accept or "application/json").split(";")[0].strip().lower()
     labels = (probabilities >= threshold).astype(int)
-    if kind in ("text/csv",):
-        lines = "".join(f"{p:.6f},{label}\n" for p, label in zip(probabilities.tolist(), labels.tolist()))
+    rows = list(zip(probabilities.tolist(), labels.tolist()))
+    if kind in ("text/csv",):  # key columns first, as `sagepipe transform` writes them
+        key_cells = [[_csv_cell(v) for v in values] for values in zip(*keys.values())] or [[] for _ in rows]
+        lines = "".join(",".join([*cells, f"{p:.6f}", str(label)]) + "\n" for cells, (p, label) in zip(key_cells, rows))
         return lines.encode(), "text/csv"
     if kind in ("application/json", "*/*", ""):
-        predictions = ",".join(f'{{"fraud_probability": {p:.6f}, "fraud": {label}}}'
-                               for p, label in zip(probabilities.tolist(), labels.tolist()))
+        key_parts = [[f"{json.dumps(c)}: {json.dumps(v)}, " for c, v in zip(keys, values)]
+                     for values in zip(*keys.values())] or [[] for _ in rows]
+        predictions = ",".join(f'{{{"".join(parts)}"fraud_probability": {p:.6f}, "fraud": {label}}}'
+                               for parts, (p, label) in zip(key_parts, rows))
         return f'{{"predictions": [{predictions}], "threshold": {threshold}}}'.encode(), "application/json"
     raise InputError(f"unsupported Accept '{accept}'; ask for application/json or text/csv")

@@ -106,7 +106,7 @@ def _withdraw(decision: Decision, registry: Any, state_root: Path, rollback: boo
     records = endpoints_serving(state_root, package["group"], package["version"])
     if not records:
         return
-    fallback = registry.latest(package["group"], "Approved")
+    fallback = registry.approved(package["group"])
     decision.fallback = fallback["version"] if fallback else None
     if not (rollback and fallback):
         decision.still_serving = [r["endpoint_name"] for r in records]

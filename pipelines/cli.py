@@ -10,10 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.errors import ConfigError, Problem
-from pipelines.registry import RegistryError
-
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+from pipelines import cli_support
+from pipelines.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError, Problem, UserError
 STARTED = time.time()  # when this command began: a registry decision recorded later by someone else conflicts
 
 
@@ -49,25 +47,47 @@ def _int_in(low: int, high: int | None = None) -> Any:
     return parse
 
 
+def _tail_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tail", type=_int_in(0, 50), default=0, metavar="N",
+                        help="on a terminal, show the last N lines of each running step's log")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagepipe", description="Declarative ML pipelines: run them here, "
                                      "compile them to SageMaker Pipelines.")
+    parser.add_argument("--version", action="version", version=f"sagepipe {cli_support.version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _config_args(sub.add_parser("validate", help="check a pipeline config and report every problem"))
+    validate = sub.add_parser("validate", help="check a pipeline config and report every problem")
+    _config_args(validate)
+    validate.add_argument("--json", action="store_true", help="print the result and every problem (file, line, "
+                          "field, message) as JSON on stdout")
     _config_args(sub.add_parser("describe", help="show a pipeline's parameters and steps"))
     graph = sub.add_parser("graph", help="print the pipeline graph (mermaid or dot)")
     _config_args(graph, params=False)
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
+    graph.add_argument("--run", metavar="RUN_ID", help="colour each step by its status in this local run, with "
+                       "durations")
+    report = sub.add_parser("report", help="write a run's self-contained HTML report (DAG, gate, metrics, plots)")
+    report.add_argument("run_id")
+    report.add_argument("-o", "--output", metavar="FILE", help="write it here (default: <run dir>/report.html)")
     run = sub.add_parser("run", help="run a pipeline on this machine")
     _config_args(run)
     run.add_argument("--no-cache", action="store_true", help="run every step even when cached")
     run.add_argument("--max-parallel", type=int, default=None, metavar="N",
                      help="steps at once (default: CPU count)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    _tail_arg(run)
     resume = sub.add_parser("resume", help="continue a failed or interrupted run")
     resume.add_argument("run_id")
+    resume.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a parameter: the steps that use it (and what follows) run again")
     resume.add_argument("--max-parallel", type=int, default=None, metavar="N")
     resume.add_argument("--json", action="store_true")
+    _tail_arg(resume)
+    logs = sub.add_parser("logs", help="print a step's log from a local run")
+    logs.add_argument("run_id")
+    logs.add_argument("step")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the step ends")
     runs = sub.add_parser("runs", help="list or show local runs")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
     runs_sub.add_parser("list", help="recent runs, newest first").add_argument("--json", action="store_true")
@@ -82,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an execution parameter; a local path is uploaded to the emulated S3 (repeatable)")
     emulate.add_argument("--max-parallel", type=int, default=None, metavar="N")
     emulate.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
+    _tail_arg(emulate)
     compile_ = sub.add_parser("compile", help="compile to a SageMaker Pipeline definition (offline)")
     _config_args(compile_, params=False)
     compile_.add_argument("-o", "--output", metavar="FILE", help="write the definition here (default: stdout)")
@@ -119,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the MLflow UI (a local mlflow server) over the tracking store")
     ui.add_argument("--env", default="local", help="whose tracking store (default: local)")
     ui.add_argument("--port", type=int, default=5000)
+    schema = sub.add_parser("schema", help="the JSON Schema of a pipeline file, for editors")
+    schema.add_argument("-o", "--output", metavar="FILE", help="write it here (default: stdout)")
+    completion = sub.add_parser("completion", help="print the shell completion script: "
+                                'eval "$(sagepipe completion bash)"')
+    completion.add_argument("shell", nargs="?", choices=["bash", "zsh", "fish"], default="bash")
+    cli_support.verbosity_args(parser, top=True)
     return parser
 
 
@@ -148,20 +175,28 @@ def _models_args(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from pipelines.extras import MissingExtra, missing_extra_message
+
+    parser = build_parser()
+    cli_support.complete(parser)
+    args = parser.parse_args(argv)
+    cli_support.setup_logging(args.verbose, args.quiet)
     try:
-        return _dispatch(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except RegistryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except Exception as exc:  # AWS failures reach a user as one line (the class lives with boto3 code)
-        if type(exc).__name__ != "AwsError":
+        code = _dispatch(args)
+        sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError can still be handled
+        return code
+    except BrokenPipeError:  # `sagepipe ... | head`: the reader has gone, which is no error of ours
+        cli_support.silence_stdout()
+        return 141
+    except ModuleNotFoundError as exc:  # an optional dependency imported where the command needs it
+        message = missing_extra_message(exc, f"sagepipe {args.command}")
+        if message is None:
             raise
+        print(f"error: {message}", file=sys.stderr)
+        return MissingExtra.exit_code
+    except UserError as exc:  # config, usage, run not found or unavailable, registry, AWS: one line, its code
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -170,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from pipelines import commands
 
+    if args.command in ("schema", "completion"):
+        return cli_support.schema(args.output) if args.command == "schema" else cli_support.completion(args.shell)
+    if args.command == "validate" and args.json:
+        return _validate_json(args)
     if args.command == "runs":
         return commands.runs_list(state_root(), args.json) if args.runs_command == "list" \
             else commands.runs_show(state_root(), args.run_id, args.json)
@@ -186,13 +225,25 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pipelines.sagemaker.commands import status_command
 
         return status_command(args.execution_arn, args.wait, args.json)
+    if args.command == "report":
+        from pipelines.report import report_command
+
+        return report_command(state_root(), args.run_id, args.output)
     if args.command == "resume":
-        return commands.resume(state_root(), args.run_id, args.max_parallel, args.json)
+        return commands.resume(state_root(), args.run_id, args.max_parallel, args.json, args.param, args.tail)
+    if args.command == "logs":
+        from pipelines.local.logs import show_log
+
+        return show_log(state_root(), args.run_id, args.step, args.follow)
     if args.command == "emulate":
         return _emulate(args)
     from pipelines.loader import load_pipeline
 
     spec = load_pipeline(args.config, args.env, getattr(args, "param", []))
+    if args.command == "run":
+        from pipelines.stores import announce
+
+        announce(spec.settings, state_root(), Path(spec.repo_root))
     if args.command == "endpoint-params":
         from pipelines.sagemaker.endpoint_params import endpoint_params_command
 
@@ -208,10 +259,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cloud.start_command(spec, args.param, args.wait, args.json)
         return cloud.executions_command(spec, args.json)
     if args.command == "validate":
-        if spec.settings.sagemaker:  # a cloud env: what compile would refuse, without the SDK
-            from pipelines.sagemaker.checks import check_cloud_config
-
-            check_cloud_config(spec)
+        _check_cloud(spec)
         print(f"ok: {spec.source_file}: pipeline '{spec.name}' (env {spec.env}): {len(spec.steps)} steps, "
               f"{len(spec.parameters)} parameters")
         return EXIT_OK
@@ -222,9 +270,38 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pipelines.graph import Graph
 
         graph = Graph(spec)
-        print(graph.mermaid() if args.format == "mermaid" else graph.dot(), end="")
+        overlay = None
+        if args.run:
+            from pipelines.report import run_overlay
+
+            overlay = run_overlay(state_root(), args.run, spec)
+        print(graph.mermaid(overlay) if args.format == "mermaid" else graph.dot(overlay), end="")
         return EXIT_OK
-    return commands.run(spec, state_root(), not args.no_cache, args.max_parallel, args.json)
+    return commands.run(spec, state_root(), not args.no_cache, args.max_parallel, args.json, args.tail)
+
+
+def _check_cloud(spec: Any) -> None:
+    if spec.settings.sagemaker:  # a cloud env: what compile would refuse, without the SDK
+        from pipelines.sagemaker.checks import check_cloud_config
+
+        check_cloud_config(spec)
+
+
+def _validate_json(args: argparse.Namespace) -> int:
+    """`validate --json`: {"ok", "config", "env", "problems": [{file, line, field, message}], ...}; exit 2 on problems."""
+    from pipelines.loader import load_pipeline
+
+    result: dict[str, Any] = {"config": args.config, "env": args.env}
+    try:
+        spec = load_pipeline(args.config, args.env, args.param)
+        _check_cloud(spec)
+    except ConfigError as exc:
+        problems = [{"file": p.file, "line": p.line, "field": p.path, "message": p.message} for p in exc.problems]
+        print_json({**result, "ok": False, "problems": problems})
+        return EXIT_CONFIG
+    print_json({**result, "ok": True, "problems": [], "pipeline": spec.name, "steps": [s.name for s in spec.steps],
+                "parameters": spec.param_values})
+    return EXIT_OK
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -238,7 +315,7 @@ def _emulate(args: argparse.Namespace) -> int:
         from pipelines.loader import load_pipeline
 
         spec = load_pipeline(args.config, args.env)
-    return emulate(spec, args.definition, args.param, state_root(), args.max_parallel, args.json)
+    return emulate(spec, args.definition, args.param, state_root(), args.max_parallel, args.json, args.tail)
 
 
 def _models(args: argparse.Namespace) -> int:

@@ -6,47 +6,55 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from pipelines.errors import ConfigError, Problem
+from pipelines.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, UsageError
 from pipelines.local.state import RunState, RunUnavailable, list_runs
 from pipelines.spec import PipelineSpec
 
-EXIT_CODES = {"succeeded": 0, "failed": 1, "interrupted": 130}
-EXIT_UNAVAILABLE = 2  # the run folder cannot be used: locked by another process, or not writable
+EXIT_CODES = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
 
 
-def run(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | None, as_json: bool) -> int:
+def run(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | None, as_json: bool,
+        tail: int = 0) -> int:
     from pipelines.local.runner import new_run_id
 
     run_id = new_run_id()
     return drive(spec, root, max_parallel, as_json, use_cache,
-                  lambda runner: runner.run(run_id), f"run {run_id} of {spec.name} (env {spec.env})")
+                  lambda runner: runner.run(run_id), f"run {run_id} of {spec.name} (env {spec.env})", tail)
 
 
-def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool) -> int:
+def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool, params: Sequence[str] = (),
+           tail: int = 0) -> int:
+    """Continue a run; `params` (KEY=VALUE) change parameters: the steps that use them, and what follows
+    from those, run again, the rest stays done."""
     from pipelines.loader import load_pipeline
+    from pipelines.local.logs import run_folder
 
-    run_dir = root / "runs" / run_id
-    if not (run_dir / "state.json").exists():
-        known = [r["run_id"] for r in list_runs(root / "runs")][:5]
-        raise ConfigError([Problem(str(root / "runs"), None, "RUN_ID",
-                                   f"no run '{run_id}' (recent: {', '.join(known) or 'none'})")])
+    run_dir = run_folder(root, run_id)
     try:
         state = RunState.load(run_dir)
     except (OSError, ValueError) as exc:
         print(f"error: cannot read {run_dir / 'state.json'}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     if state.data["status"] == "succeeded":
+        if params:
+            print(f"run {run_id} already succeeded; to try other parameters start a new run (unchanged steps "
+                  f"come from the cache): sagepipe run {state.data['config']} "
+                  + " ".join(f"--param {p}" for p in params), file=sys.stderr)
+            return EXIT_CONFIG
         print(f"run {run_id} already succeeded; nothing to resume", file=sys.stderr)
         return 0
     if state.data.get("execution_arn"):
-        raise ConfigError([Problem(str(run_dir), None, "RUN_ID", "an emulated execution is not resumed: run "
-                                   "`sagepipe emulate` again; its step cache returns finished jobs at once")])
-    params = [f"{k}={_text(v)}" for k, v in state.data["params"].items()]
-    spec = load_pipeline(state.data["config_path"], state.data["env"], params)
+        raise UsageError(f"run {run_id} is an emulated execution, which is not resumed: run `sagepipe emulate` "
+                         "again; its step cache returns finished jobs at once")
+    recorded = [f"{k}={_text(v)}" for k, v in state.data["params"].items()]
+    spec = load_pipeline(state.data["config_path"], state.data["env"], [*recorded, *params])
+    changed = {k: v for k, v in spec.param_values.items() if state.data["params"].get(k) != v}
+    title = f"resuming run {run_id} of {spec.name}" + (
+        f" with {', '.join(f'{k}={_text(v)}' for k, v in changed.items())}" if changed else "")
     return drive(spec, root, max_parallel, as_json, state.data.get("use_cache", True),
-                  lambda runner: runner.resume(state), f"resuming run {run_id} of {spec.name}")
+                  lambda runner: runner.resume(state), title, tail)
 
 
 def _text(value: Any) -> str:
@@ -54,64 +62,35 @@ def _text(value: Any) -> str:
 
 
 def drive(spec: PipelineSpec, root: Path, max_parallel: int | None, as_json: bool, use_cache: bool,
-          start: Any, title: str) -> int:
+          start: Any, title: str, tail: int = 0) -> int:
     """Run (or resume) spec with live progress, explain the outcome; the exit code."""
     from pipelines.local.progress import make_reporter
     from pipelines.local.runner import LocalRunner
 
     names = [s.name for s in spec.steps]
-    reporter = make_reporter(names, sys.stderr if as_json else sys.stdout)
     stream = sys.stderr if as_json else sys.stdout
     print(title, file=stream, flush=True)
+    reporter = make_reporter(names, stream, tail)
     from pipelines.tracking import open_tracker
 
     tracker = open_tracker(spec, root, warn=reporter.warn)
     runner = LocalRunner(spec, root, use_cache=use_cache, max_parallel=max_parallel, report=reporter,
                          tracker=tracker, warn=reporter.warn)
-    try:
+    try:  # the tracking store is opened by a background writer: nothing to wait for here
         state = start(runner)
     except RunUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_UNAVAILABLE
+        return exc.exit_code
     finally:
         reporter.close()
-    _explain(state, stream)
+    from pipelines.explain import explain
+    from pipelines.report import after_run
+
+    explain(state, stream, spec)
+    after_run(state, spec, tracker, stream)
     if as_json:
         print(json.dumps(summary(state), indent=2, default=str))
     return EXIT_CODES.get(state.data["status"], 1)
-
-
-def _explain(state: RunState, stream: Any) -> None:
-    data = state.data
-    took = (data.get("ended_at") or time.time()) - data["started_at"]
-    print(f"{data['status']} in {took:.1f}s — run {data['run_id']}", file=stream)
-    if data.get("error"):
-        print(f"error: {data['error']}", file=stream)
-    for name, step in data["steps"].items():
-        if step["status"] != "failed":
-            continue
-        print(f"\nstep '{name}' failed: {step.get('error', '')}", file=stream)
-        log = state.path.parent / name / "log.txt"
-        tail = [line for line in _tail(log, 12) if not line.startswith("[sagepipe]")]
-        if tail:
-            print("  last lines of its log:", file=stream)
-            for line in tail:
-                print(f"    {line}", file=stream)
-        print(f"  full log: {log}", file=stream)
-    if data["status"] == "interrupted" and not data.get("execution_arn"):
-        print(f"resume with: sagepipe resume {data['run_id']}", file=stream)
-    elif data["status"] == "failed" and data.get("execution_arn"):
-        print("\nfix the problem, then run `sagepipe emulate` again (cached jobs are reused)", file=stream)
-    elif data["status"] == "failed":
-        print(f"\nfix the problem, then: sagepipe resume {data['run_id']}", file=stream)
-
-
-def _tail(path: Path, count: int) -> list[str]:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [line for line in lines if line.strip()][-count:]
 
 
 def summary(state: RunState) -> dict[str, Any]:
@@ -139,30 +118,64 @@ def runs_list(root: Path, as_json: bool) -> int:
     print(f"{'RUN ID':<24} {'PIPELINE':<24} {'STATUS':<12} {'STARTED':<20} STEPS")
     for r in runs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["started_at"]))
-        done = sum(s["status"] in {"succeeded", "cached"} for s in r["steps"].values())
         print(f"{r['run_id']:<24} {r['pipeline'][:24]:<24} {r['status']:<12} {started:<20} "
-              f"{done}/{len(r['steps'])}")
+              f"{step_counts(r['steps'])}")
     return 0
 
 
+def step_counts(steps: dict[str, Any]) -> str:
+    """'7 done, 1 skipped': how many steps ended each way (a skipped branch is no shortfall)."""
+    counts: dict[str, int] = {}
+    for step in steps.values():
+        word = "done" if step["status"] in {"succeeded", "cached"} else step["status"]
+        counts[word] = counts.get(word, 0) + 1
+    order = ["done", "failed", "interrupted", "running", "retrying", "pending", "skipped"]
+    return ", ".join(f"{counts[w]} {w}" for w in order + sorted(set(counts) - set(order)) if w in counts)
+
+
 def runs_show(root: Path, run_id: str, as_json: bool) -> int:
-    run_dir = root / "runs" / run_id
-    if not (run_dir / "state.json").exists():
-        known = [r["run_id"] for r in list_runs(root / "runs")][:5]
-        raise ConfigError([Problem(str(root / "runs"), None, "RUN_ID",
-                                   f"no run '{run_id}' (recent: {', '.join(known) or 'none'})")])
+    """A run's header and its steps, in pipeline order."""
+    from pipelines.local.logs import run_folder
+    from pipelines.local.progress import detail
+
+    run_dir = run_folder(root, run_id)
     state = RunState.load(run_dir)
+    record = _mlflow_record(root, run_dir)
     if as_json:
-        print(json.dumps(state.data, indent=2, sort_keys=True, default=str))
+        print(json.dumps({**state.data, **({"mlflow_record": record} if record else {})}, indent=2,
+                         sort_keys=True, default=str))
         return 0
     data = state.data
     print(f"run {data['run_id']}  pipeline {data['pipeline']}  env {data['env']}  status {data['status']}")
     print(f"params: {json.dumps(data['params'], sort_keys=True)}")
+    if record:
+        print(f"MLflow record: {record['line']}")
+    width = max(map(len, data["steps"]), default=8)
     for name, step in data["steps"].items():
         took = f"{step['duration_s']:.2f}s" if step.get("duration_s") is not None else ""
-        extra = step.get("error") or step.get("reason") or step.get("note") or ""
-        print(f"  {name:<20} {step['status']:<11} {took:>8}  attempts {step.get('attempts', 0)}  {extra}")
+        print(f"  {name:<{width}}  {step['status']:<11} {took:>8}  attempts {step.get('attempts', 0)}  "
+              f"{detail(step['status'], step)}".rstrip())
     return 0
+
+
+def _mlflow_record(root: Path, run_dir: Path) -> dict[str, Any] | None:
+    """Whether the run's MLflow record is written; pending records (of any run) are written now, in the background."""
+    from pipelines.tracking_journal import complete_pending, record_status
+
+    record = record_status(run_dir)
+    started = complete_pending(root)
+    if record is None:
+        return None
+    where = f"{record['uri']}" + (f", parent run {record['parent_run_id']}" if record["parent_run_id"] else "")
+    if record["state"] == "written":
+        record["line"] = f"written ({where})"
+    elif record["state"] == "writing" or run_dir.name in started:
+        why = f"; last attempt: {record['error']}" if record["error"] else ""
+        record["line"] = f"pending, being written in the background now ({where}{why})"
+    else:
+        record["line"] = (f"pending ({where}; {record['error'] or 'not written yet'}); "
+                          "the next sagepipe command that opens tracking writes it")
+    return record
 
 
 def describe(spec: PipelineSpec) -> str:
@@ -177,7 +190,7 @@ def describe(spec: PipelineSpec) -> str:
     lines.append("steps:")
     for step in spec.steps:
         lines.append(f"  {step.name} [{step.type}]" + (f"  code: {step.code_path()}" if step.code_path() else ""))
-        for name, value in getattr(step, "inputs", {}).items():
+        for name, value in step.input_values().items():
             lines.append(f"      in  {name}: {value}")
         for name in step.output_names():
             lines.append(f"      out {name}")

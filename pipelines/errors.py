@@ -40,10 +40,23 @@ class Problem:
         return f"{where}:{field_path} {self.message}"
 
 
-@dataclass
-class ConfigError(Exception):
-    """A config (or its overlay or parameters) is invalid; the CLI prints it and exits 2."""
+# Exit codes of `sagepipe` (README, "Exit codes"): one per kind of outcome, 2 only for bad config or usage.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_REGISTRY, EXIT_AWS = 3, 4, 5, 6
+EXIT_INTERRUPTED = 130
 
+
+class UserError(Exception):
+    """A problem the user can fix, told in one message without a traceback; exit_code says which kind."""
+
+    exit_code = EXIT_FAILED
+
+
+@dataclass
+class ConfigError(UserError):
+    """A config (or its overlay, parameters or command-line usage) is invalid; the CLI exits 2."""
+
+    exit_code = EXIT_CONFIG
     problems: list[Problem] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -55,3 +68,27 @@ class ConfigError(Exception):
 
 class StepFailed(Exception):
     """A step's work failed in a way the runner reports as that step's failure message."""
+
+
+class NotFound(UserError):
+    """Something the command names does not exist (a run id, say): exit 3."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class RegistryError(UserError):
+    """A registry request that cannot be carried out (unknown group, bad transition): exit 5."""
+
+    exit_code = EXIT_REGISTRY
+
+
+class AwsError(UserError):
+    """An AWS call that failed for a reason a person can fix (credentials, permissions, throttling): exit 6."""
+
+    exit_code = EXIT_AWS
+
+
+class UsageError(UserError):
+    """A command given something it cannot use (an argument, an input file): exit 2, as for a bad config."""
+
+    exit_code = EXIT_CONFIG

@@ -7,19 +7,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pipelines.errors import Problem, did_you_mean
-from pipelines.refs import MetricRef, OutputRef, ParamRef, refs_in
+from pipelines.refs import MetricRef, OutputRef, ParamRef, Ref
 from pipelines.spec import PipelineSpec
+from pipelines.step_api import Step
 from pipelines.yamlsource import SourceMap
 
 
-def step_refs(step: Any) -> list:
-    """Every reference a step makes, wherever in its fields it sits."""
-    found = refs_in([getattr(step, name) for name in type(step).model_fields])
-    if hasattr(step, "condition"):
-        from steps.condition import expr_refs
-
-        found += expr_refs(step.condition)
-    return found
+def step_refs(step: Step) -> list[Ref]:
+    """Every reference a step makes, wherever in its fields it sits (the step type answers)."""
+    return step.refs()
 
 
 class Graph:
@@ -72,21 +68,28 @@ class Graph:
             return list(exc.args[1])
         return None
 
-    def mermaid(self) -> str:
+    def mermaid(self, overlay: dict[str, Any] | None = None) -> str:
+        """Mermaid flowchart text; overlay (StepOutcome by step name, from a run) adds status classes and durations."""
         lines = ["flowchart TD"]
         for step in self.spec.steps:
-            lines.append(f'    {_node_id(step.name)}["{step.name}<br/><i>{step.type}</i>"]')
+            extra = f"<br/>{overlay[step.name].detail()}" if overlay and step.name in overlay else ""
+            lines.append(f'    {_node_id(step.name)}["{step.name}<br/><i>{step.type}</i>{extra}"]')
         for step in self.spec.steps:
             branches = {t: b for b, targets in step.branch_targets().items() for t in targets}
             for child in self.downstream(step.name):
                 label = f"|{branches[child]}|" if child in branches else ""
                 lines.append(f"    {_node_id(step.name)} -->{label} {_node_id(child)}")
+        if overlay:
+            lines += _mermaid_classes(overlay)
         return "\n".join(lines) + "\n"
 
-    def dot(self) -> str:
+    def dot(self, overlay: dict[str, Any] | None = None) -> str:
+        """Graphviz dot text; overlay (StepOutcome by step name, from a run) fills each node by its status."""
         lines = [f'digraph "{self.spec.name}" {{', "    rankdir=TB;", "    node [shape=box, style=rounded];"]
         for step in self.spec.steps:
-            lines.append(f'    "{step.name}" [label="{step.name}\\n({step.type})"];')
+            outcome = overlay.get(step.name) if overlay else None
+            extra = f"\\n{outcome.detail()}" if outcome else ""
+            lines.append(f'    "{step.name}" [label="{step.name}\\n({step.type}){extra}"{_dot_style(outcome)}];')
         for step in self.spec.steps:
             branches = {t: b for b, targets in step.branch_targets().items() for t in targets}
             for child in self.downstream(step.name):
@@ -97,6 +100,30 @@ class Graph:
 
 def _node_id(name: str) -> str:
     return "s_" + name.replace("-", "_")
+
+
+def _mermaid_classes(overlay: dict[str, Any]) -> list[str]:
+    from pipelines.report.status import STYLES
+
+    lines = []
+    for cls in sorted({o.status for o in overlay.values()}):
+        fill, stroke, text, _ = STYLES[cls]
+        dash = ",stroke-dasharray:5 3" if cls in ("skipped", "not-run") else ""
+        lines.append(f"    classDef {cls.replace('-', '_')} fill:{fill},stroke:{stroke},color:{text}{dash}")
+    for name, outcome in overlay.items():
+        lines.append(f"    class {_node_id(name)} {outcome.status.replace('-', '_')}")
+    return lines
+
+
+def _dot_style(outcome: Any) -> str:
+    if outcome is None:
+        return ""
+    from pipelines.report.status import STYLES
+
+    fill, stroke, text, _ = STYLES[outcome.status]
+    style = "rounded,filled,dashed" if outcome.status in ("skipped", "not-run") else "rounded,filled"
+    return (f', class="{outcome.status}", style="{style}", fillcolor="{fill}", color="{stroke}", '
+            f'fontcolor="{text}", penwidth=1.5')
 
 
 Sites = list[tuple[Any, Any, tuple, Callable[[tuple, str], Problem]]]

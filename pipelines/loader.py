@@ -57,7 +57,7 @@ def load_pipeline(config: str | Path, env: str = "local", params: Iterable[str] 
     try:
         spec = PipelineSpec(
             name=raw.get("name", ""), description=raw.get("description") or "", parameters=parameters,
-            defaults=defaults, steps=tuple(steps), env=env, settings=settings, source_file=shown,
+            defaults=defaults, steps=tuple(step.settle(defaults) for step in steps), env=env, settings=settings, source_file=shown,
             repo_root=str(repo_root), param_values=values,
         )
     except ValidationError as exc:
@@ -68,16 +68,27 @@ def load_pipeline(config: str | Path, env: str = "local", params: Iterable[str] 
     return spec
 
 
+def env_dirs(config: Path) -> list[Path]:
+    """Where a pipeline's env overlays are looked up: `env/` beside the pipeline file, then the
+    repository root's `configs/env/` (so a pipeline kept outside `configs/` keeps its overlays)."""
+    beside = config.resolve().parent / "env"
+    at_root = find_repo_root(config) / "configs" / "env"
+    return [beside] if beside == at_root else [beside, at_root]
+
+
 def _apply_overlay(raw: dict, config: Path, env: str, smap: SourceMap, problems: list[Problem]) -> EnvSettings:
-    env_dir = config.resolve().parent / "env"
-    overlay_file = env_dir / f"{env}.yaml"
-    if not overlay_file.exists():
+    folders = env_dirs(config)
+    found = [d / f"{env}.yaml" for d in folders if (d / f"{env}.yaml").is_file()]
+    if not found:
         if env == "local":
             return EnvSettings()
-        known = sorted(p.stem for p in env_dir.glob("*.yaml")) if env_dir.is_dir() else []
-        raise ConfigError([Problem(_shown(config), None, "--env",
-                                   f"no environment '{env}' ({_shown(overlay_file)} does not exist)"
-                                   f"{did_you_mean(env, known)}")])
+        known = sorted({p.stem for d in folders if d.is_dir() for p in d.glob("*.yaml")})
+        looked = " nor ".join(_shown(d / f"{env}.yaml") for d in folders)
+        missing = f"neither {looked} exists" if len(folders) > 1 else f"{looked} does not exist"
+        hint = did_you_mean(env, known) if known else \
+            f"; create {_shown(folders[-1] / f'{env}.yaml')} (keys: {', '.join(OVERLAY_KEYS)})"
+        raise ConfigError([Problem(_shown(config), None, "--env", f"no environment '{env}' ({missing}){hint}")])
+    overlay_file = found[0]
     overlay = load_yaml(overlay_file, _shown(overlay_file), smap, prefix=("<overlay>",)) or {}
     if not isinstance(overlay, dict):
         raise ConfigError([smap.problem(("<overlay>",), "an environment file is a mapping", "")])
@@ -135,8 +146,8 @@ def _overlay_parameters(raw: dict, overrides: Any, smap: SourceMap, problems: li
 
 
 def _overlay_steps(raw: dict, overrides: Any, smap: SourceMap, problems: list[Problem]) -> None:
-    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
-    index = {s.get("name"): i for i, s in enumerate(steps) if isinstance(s, dict)}
+    steps: list[Any] = raw["steps"] if isinstance(raw.get("steps"), list) else []
+    index = {str(s.get("name")): i for i, s in enumerate(steps) if isinstance(s, dict)}
     if not isinstance(overrides, dict):
         problems.append(smap.problem(("<overlay>", "steps"), "expected a mapping of step name: settings", "steps"))
         return
@@ -226,7 +237,8 @@ def _steps(raw: Any, smap: SourceMap, problems: list[Problem]) -> tuple[list[Any
     if not isinstance(raw, list) or not raw:
         problems.append(smap.problem(("steps",), "expected a non-empty list of steps"))
         return [], []
-    steps, sites = [], []
+    steps: list[Any] = []
+    sites: list[tuple] = []
     for i, body in enumerate(raw):
         where = ("steps", i)
         if not isinstance(body, dict):

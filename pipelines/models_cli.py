@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from pipelines.registry import RegistryError
+from pipelines.errors import UsageError
 
 
 def env_settings(env: str) -> tuple[Any, Path]:
@@ -21,10 +22,13 @@ def env_settings(env: str) -> tuple[Any, Path]:
 
 
 def open_for_env(env: str, state_root: Path) -> Any:
-    """The registry of an environment (configs/env/ENV.yaml under the repository root)."""
+    """The registry of an environment (configs/env/ENV.yaml under the repository root, else the embedded
+    store in the state folder); says which on stderr."""
     from pipelines.registry import open_registry
+    from pipelines.stores import announce
 
     settings, repo_root = env_settings(env)
+    announce(settings, state_root, repo_root)
     return open_registry(settings, state_root, repo_root)
 
 
@@ -67,8 +71,11 @@ def models_show(registry: Any, group: str, version: int, as_json: bool) -> int:
     print(f"{package['group']} version {package['version']}: {package['status']}")
     print(f"  created       {package['created_at']}")
     print(f"  model         {package['model_uri']}")
+    if package.get("aliases"):
+        print(f"  aliases       {', '.join('@' + a for a in package['aliases'])}")
     lineage = package.get("lineage") or {}
-    for key in ("run_id", "pipeline", "env", "config", "git_commit", "mlflow_run_id", "model_hash", "code_hash"):
+    for key in ("run_id", "pipeline", "env", "config", "git_commit", "training_step", "source_run", "mlflow_run_id",
+                "model_hash", "code_hash"):
         if lineage.get(key):
             print(f"  {key:<13} {lineage[key]}")
     for name, digest in (lineage.get("data_hashes") or {}).items():
@@ -116,21 +123,45 @@ def models_decide(registry: Any, state_root: Path, group: str, version: int, sta
 
 
 def ui(env: str, state_root: Path, port: int) -> int:
-    """Run a real `mlflow server` on 127.0.0.1 over the local tracking store (Ctrl-C stops it)."""
+    """Become a real `mlflow server` on 127.0.0.1 over the local tracking store (os.execve: Ctrl-C or SIGTERM
+    reach the server itself, so nothing is left running), after printing the direct URLs of each
+    experiment's runs and each registered model (MLflow 3 otherwise opens on its GenAI overview)."""
+    from pipelines.extras import require
+    from pipelines.stores import announce
     from pipelines.tracking import artifact_root, resolve_tracking_uri
 
     settings, repo_root = env_settings(env)
     uri = resolve_tracking_uri(settings.tracking_uri, state_root, repo_root)
     if uri is None or not uri.startswith("sqlite:"):
-        raise RegistryError(f"env '{env}' tracks to {uri or 'nowhere'}; `sagepipe ui` serves a local SQLite "
-                            "store (set tracking_uri: sqlite:///.sagepipe/mlflow.db in its env file)")
+        where = f"the MLflow server {uri}: open it in a browser" if uri else \
+            "nowhere (tracking_uri: none); remove that line to use the embedded store"
+        raise UsageError(f"env '{env}' tracks to {where}; `sagepipe ui` serves a local SQLite store")
+    require("mlflow", "sagepipe ui")
+    announce(settings, state_root, repo_root)
     artifacts = artifact_root(uri)
-    bin_dir = str(Path(sys.executable).parent)
+    url = f"http://127.0.0.1:{port}"
+    print(f"MLflow UI on {url} over {uri} (Ctrl-C stops it)")
+    for line in ui_links(Path(uri[len("sqlite:///"):]), url):
+        print(f"  {line}")
+    sys.stdout.flush()
     argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
             "--port", str(port), "--default-artifact-root", str(artifacts), "--artifacts-destination", str(artifacts)]
-    print(f"MLflow UI on http://127.0.0.1:{port} over {uri} (Ctrl-C stops it)", flush=True)
+    bin_dir = str(Path(sys.executable).parent)  # mlflow execs uvicorn from PATH
     env_vars = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    os.execve(sys.executable, argv, env_vars)
+    return 0  # not reached
+
+
+def ui_links(database: Path, url: str) -> list[str]:
+    """'runs of <experiment>: URL' and 'model <name>: URL' lines, read straight from the SQLite store."""
+    if not database.is_file():
+        return ["no runs yet: `sagepipe run CONFIG` tracks one here"]
     try:
-        return subprocess.call(argv, env=env_vars)
-    except KeyboardInterrupt:
-        return 0
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            experiments = db.execute("SELECT experiment_id, name FROM experiments WHERE lifecycle_stage = 'active' "
+                                     "AND name != 'Default' ORDER BY experiment_id").fetchall()
+            models = [row[0] for row in db.execute("SELECT name FROM registered_models ORDER BY name")]
+    except sqlite3.Error:  # a store MLflow has not created its tables in yet
+        return []
+    return [f"runs of {name}: {url}/#/experiments/{exp_id}/runs" for exp_id, name in experiments] + \
+        [f"model {name}: {url}/#/models/{quote(name, safe='')}" for name in models]

@@ -25,7 +25,7 @@ def problems_from(exc: ValidationError, model: type[BaseModel], base: tuple,
     return problems
 
 
-def _message(error: dict[str, Any], model: type[BaseModel], loc: tuple) -> str:
+def _message(error: Any, model: type[BaseModel], loc: tuple) -> str:
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
         allowed = _fields_at(model, loc[:-1])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from pipelines.step_api import Step
 
 STEP_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 IO_NAME = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}"
@@ -76,13 +79,35 @@ class Cache(Strict):
 
 
 class Defaults(Strict):
-    """Settings every step inherits unless it sets its own."""
+    """Settings every step inherits unless it sets its own (settled into each step at load)."""
 
     resources: Resources = Resources()
     image: str | None = None
     retry: Retry = Retry()
     cache: Cache = Cache()
-    sagemaker: dict[str, Any] = {}
+
+
+class FrameworkImage(Strict):
+    """A framework image the SDK knows (`sagemaker.framework_image`): only what differs from the default."""
+
+    framework: str | None = None
+    version: str | None = None
+    py_version: str | None = None
+    scope: Literal["training", "inference"] | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def over(self, default: dict[str, str]) -> dict[str, str]:
+        return {**default, **self.model_dump(exclude_none=True)}
+
+
+class CloudSettings(Strict):
+    """A step's `sagemaker:` block: SageMaker-only knobs (each step type extends this with its own)."""
+
+    framework_image: FrameworkImage | None = None
 
 
 class Parameter(Strict):
@@ -109,7 +134,7 @@ def check_param_value(param: Parameter, value: Any) -> Any:
         raise ValueError(f"{value!r} is not a {param.type}")
     if param.allowed is not None and value not in param.allowed:
         raise ValueError(f"{value!r} is not allowed; allowed values: {param.allowed}")
-    return float(value) if param.type == "float" else value
+    return float(value) if param.type == "float" and isinstance(value, (int, float)) else value
 
 
 def parse_param_text(param: Parameter, text: str) -> Any:
@@ -132,7 +157,7 @@ def parse_param_text(param: Parameter, text: str) -> Any:
 
 
 class StepSpec(Strict):
-    """What every step has. Each step type (steps/<type>.py) extends this."""
+    """The fields every step has; the step contract (pipelines/step_api.py) builds on it."""
 
     name: str = Field(pattern=STEP_NAME)
     type: str
@@ -145,26 +170,6 @@ class StepSpec(Strict):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-
-    def output_names(self) -> list[str]:
-        """Names a `${steps.<this>.outputs.<name>}` may use."""
-        return []
-
-    def has_metrics(self) -> bool:
-        """Whether `${steps.<this>.metrics.*}` may refer to this step."""
-        return False
-
-    def branch_targets(self) -> dict[str, list[str]]:
-        """For a condition step: branch name -> step names."""
-        return {}
-
-    def code_path(self) -> str | None:
-        """The script this step runs, if any."""
-        return None
-
-    def sagemaker_output(self, compiled: Any, output: str) -> Any:
-        """The SDK property of this step's compiled form that holds output `output` (its S3 URI)."""
-        raise ValueError(f"step '{self.name}' ({self.type}) has no outputs on SageMaker")
 
 
 class EnvSettings(Strict):
@@ -189,7 +194,7 @@ class PipelineSpec(Strict):
     repo_root: str = "."
     param_values: dict[str, Any] = {}
 
-    def step(self, name: str) -> Any:
+    def step(self, name: str) -> Step:
         """The step called name (KeyError if none)."""
         for step in self.steps:
             if step.name == name:

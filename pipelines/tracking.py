@@ -1,12 +1,15 @@
 """MLflow tracking of local runs: a parent run per pipeline execution, a nested run per step.
 
-Tracking never fails a run: the first error (an unreachable server, a locked store) prints one
-warning and the run goes on untracked. `mlflow` is imported only when a run is tracked.
+Tracking never delays or fails a run: the runner and the steps append to a journal in the run's folder,
+and a background writer (pipelines/tracking_writer.py) puts it into MLflow. A record that cannot be
+written yet (an unreachable server, a locked store, a killed writer) stays pending and the next command
+that opens tracking (`run`, `resume`, `runs show`) writes it. The runner never imports `mlflow`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -22,14 +25,18 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TI
                  "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
+EMBEDDED_TRACKING_URI = "sqlite:///.sagepipe/mlflow.db"  # the default when no env file sets one
+
+
 def resolve_tracking_uri(configured: str | None, state_root: Path, repo_root: Path) -> str | None:
-    """The tracking URI to use: $MLFLOW_TRACKING_URI, else the env overlay's, else none.
+    """The tracking URI to use: $MLFLOW_TRACKING_URI, else the env overlay's, else the embedded store
+    (SQLite in the state folder); `none` (either way) turns tracking off.
 
     A relative SQLite path is taken from the repository root, and one under `.sagepipe/` from the
     state folder (so $SAGEPIPE_HOME moves the store with the rest of the local state).
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
-    if not uri or uri.strip().lower() == "none":
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured or EMBEDDED_TRACKING_URI
+    if uri.strip().lower() == "none":
         return None
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
@@ -119,93 +126,62 @@ class NullTracker:
     def pipeline_finished(self, state: Any) -> None:
         pass
 
+    def attach_run_file(self, path: Path, artifact_path: str | None = None) -> None:
+        """Log a file (a report written after the run, say) as an artifact of the parent run."""
+
 
 class MlflowTracker(NullTracker):
-    """Records one local run in MLflow: parent run, nested step runs, params, metrics, logs."""
+    """Records one local run in MLflow without waiting for it: each hook appends a line to the run's journal
+    (`<run dir>/mlflow/`, see pipelines/tracking_journal.py) and a writer process started with the run
+    replays the journal into MLflow in the background. Nothing here imports mlflow or opens the store."""
 
     def __init__(self, uri: str, experiment: str, spec: Any, warn: Callable[[str], None]):
-        self.uri = uri
+        self.uri: str = uri
         self.experiment = experiment
         self.spec = spec
         self.warn = warn
-        self.broken = False
+        self.run_dir: Path | None = None
         self._lock = threading.Lock()
-        self._client: Any = None
-        self.experiment_id: str | None = None
-        self.parent_id: str | None = None
-        self.step_runs: dict[str, str] = {}
+        self._lines = 0
+        self._probe: threading.Thread | None = None
+        self._keys: dict[str, str] = {}  # step -> the journal key of its latest execution
 
-    # --- hooks (each safe: the first error disables tracking with one warning) ----------------
     def pipeline_started(self, state: Any) -> None:
-        self._safe(self._start_parent, state)
+        from pipelines.tracking_journal import EVENTS, journal_dir, spawn_writer
 
-    def step_started(self, name: str, step_type: str) -> dict[str, str]:
-        return self._safe(self._start_step, name, step_type) or {}
-
-    def step_finished(self, name: str, record: dict[str, Any], params: dict[str, Any], log: Path) -> None:
-        self._safe(self._finish_step, name, record, params, log)
-
-    def pipeline_finished(self, state: Any) -> None:
-        self._safe(self._finish_parent, state)
-
-    def _safe(self, action: Callable[..., Any], *args: Any) -> Any:
-        if self.broken:
-            return None
-        try:
-            with self._lock:
-                return action(*args)
-        except Exception as exc:  # tracking must never fail a pipeline run
-            self.broken = True
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            self.warn(f"warning: MLflow tracking at {self.uri} failed ({first_line}); "
-                      "the run goes on untracked")
-            return None
-
-    # --- the work ------------------------------------------------------------------------------
-    def _connect(self) -> Any:
-        if self._client is None:
-            client = mlflow_client(self.uri)
-            self.experiment_id = _experiment_id(client, self.experiment, artifact_root(self.uri))
-            self._client = client
-        return self._client
-
-    def _start_parent(self, state: Any) -> None:
-        client = self._connect()
-        data = state.data
-        existing = data.get("mlflow", {}).get("parent_run_id")
-        if existing:  # a resumed run continues its MLflow run
-            client.update_run(existing, status="RUNNING")
-            self.parent_id = existing
-            return
-        spec = self.spec
-        commit = git_commit(Path(spec.repo_root))
+        self.run_dir = state.path.parent
+        events = journal_dir(self.run_dir) / EVENTS
+        self._lines = _count_lines(events)
+        data, spec = state.data, self.spec
         tags = {"sagepipe.run_id": data["run_id"], "sagepipe.pipeline": spec.name, "sagepipe.env": spec.env,
                 "sagepipe.config": spec.source_file, "sagepipe.config_hash": config_hash(spec),
                 "sagepipe.kind": "pipeline", "mlflow.source.name": spec.source_file}
+        commit = git_commit(Path(spec.repo_root))
         if commit:
             tags.update({"sagepipe.git_commit": commit, "mlflow.source.git.commit": commit})
-        run = client.create_run(self.experiment_id, run_name=f"{spec.name}-{data['run_id']}", tags=tags)
-        self.parent_id = run.info.run_id
-        _log(client, self.parent_id, params=spec.param_values)
-        state.update(mlflow={"tracking_uri": self.uri, "experiment_id": self.experiment_id,
-                             "parent_run_id": self.parent_id})
+        self._append({"e": "start", "uri": self.uri, "experiment": self.experiment, "tags": tags,
+                      "run_name": f"{spec.name}-{data['run_id']}", "params": spec.param_values})
+        state.update(mlflow={"tracking_uri": self.uri, "experiment": self.experiment, "journal": str(events.parent)})
+        (events.parent / "steps").mkdir(exist_ok=True)
+        spawn_writer(self.run_dir, follow=True, wait_s=600)
+        self._probe = threading.Thread(target=self._check_reachable, daemon=True)
+        self._probe.start()
 
-    def _start_step(self, name: str, step_type: str) -> dict[str, str]:
-        client = self._connect()
-        if self.parent_id is None:
+    def step_started(self, name: str, step_type: str) -> dict[str, str]:
+        from pipelines.tracking_journal import journal_dir
+
+        if self.run_dir is None:
             return {}
-        tags = {"mlflow.parentRunId": self.parent_id, "sagepipe.step": name, "sagepipe.step_type": step_type,
-                "sagepipe.kind": "step"}
-        run = client.create_run(self.experiment_id, run_name=name, tags=tags)
-        self.step_runs[name] = run.info.run_id
-        return {"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_RUN_ID": run.info.run_id,
-                "MLFLOW_EXPERIMENT_ID": str(self.experiment_id)}
+        key = self._append({"e": "step_start", "step": name, "type": step_type}, key_for=name)
+        steps = journal_dir(self.run_dir) / "steps"
+        return {"MLFLOW_TRACKING_URI": self.uri, "MLFLOW_EXPERIMENT_NAME": self.experiment,
+                "SAGEPIPE_MLFLOW_JOURNAL": str(steps / f"{key}.jsonl"),
+                "SAGEPIPE_MLFLOW_RUN_FILE": str(steps / f"{key}.run_id")}
 
-    def _finish_step(self, name: str, record: dict[str, Any], params: dict[str, Any], log: Path) -> None:
-        run_id = self.step_runs.get(name)
-        if run_id is None:
+    def step_finished(self, name: str, record: dict[str, Any], params: dict[str, Any], log: Path) -> None:
+        key = self._keys.get(name)
+        if self.run_dir is None or key is None:
             return
-        client = self._connect()
         status = record.get("status")
         tags = {"sagepipe.status": str(status), "sagepipe.cached": str(status == "cached").lower()}
         for field in ("note", "error", "cache_key"):
@@ -214,26 +190,88 @@ class MlflowTracker(NullTracker):
         metrics = {k: float(record[k]) for k in ("duration_s", "attempts", "peak_rss_mb")
                    if isinstance(record.get(k), (int, float))}
         metrics.update(report_metrics(record.get("metrics") or {}))
-        _log(client, run_id, params=flatten(params), metrics=metrics, tags=tags)
-        if log.exists():
-            client.log_artifact(run_id, str(log), "logs")
-        client.set_terminated(run_id, "FINISHED" if status in ("succeeded", "cached") else
-                              "KILLED" if status == "interrupted" else "FAILED")
+        self._append({"e": "step_end", "key": key, "step": name, "status": status, "params": flatten(params),
+                      "metrics": metrics, "tags": tags, "log": str(log)})
 
-    def _finish_parent(self, state: Any) -> None:
-        if self.parent_id is None:
+    def pipeline_finished(self, state: Any) -> None:
+        from pipelines.tracking_journal import spawn_writer, writer_busy
+
+        if self.run_dir is None:
             return
-        client = self._connect()
         data = state.data
         counts: dict[str, float] = {}
         for step in data["steps"].values():
             counts[f"steps_{step['status']}"] = counts.get(f"steps_{step['status']}", 0) + 1
         took = (data.get("ended_at") or time.time()) - data["started_at"]
-        _log(client, self.parent_id, metrics={"duration_s": took, **counts},
-             tags={"sagepipe.status": data["status"]})
-        client.log_artifact(self.parent_id, str(state.path))
-        final = {"succeeded": "FINISHED", "interrupted": "KILLED"}.get(data["status"], "FAILED")
-        client.set_terminated(self.parent_id, final)
+        headline = headline_record(self.spec, data)
+        self._append({"e": "end", "status": data["status"], "state": str(state.path),
+                      "metrics": {"duration_s": took, **counts, **headline["metrics"]},
+                      "tags": {"sagepipe.status": data["status"], **headline["tags"]}})
+        if self._probe is not None:
+            self._probe.join(3)
+        if not writer_busy(self.run_dir):
+            spawn_writer(self.run_dir, wait_s=600)
+
+    def attach_run_file(self, path: Path, artifact_path: str | None = None) -> None:
+        from pipelines.tracking_journal import spawn_writer
+
+        if self.run_dir is None:
+            return
+        self._append({"e": "file", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+        spawn_writer(self.run_dir, wait_s=600)  # the writer of the run may have finished already
+
+    # --- plumbing -------------------------------------------------------------------------------
+    def _append(self, event: dict[str, Any], key_for: str | None = None) -> str | None:
+        from pipelines.tracking_journal import EVENTS, append_line, journal_dir
+
+        assert self.run_dir is not None
+        with self._lock:
+            key = None
+            if key_for is not None:
+                key = f"{key_for}.{self._lines}"
+                self._keys[key_for] = key
+                event["key"] = key
+            append_line(journal_dir(self.run_dir) / EVENTS, {**event, "t": int(time.time() * 1000)})
+            self._lines += 1
+        return key
+
+    def _check_reachable(self) -> None:
+        why = unreachable(self.uri)
+        if why:
+            self.warn(f"warning: MLflow tracking at {self.uri} failed ({why}); the run goes on, and its MLflow "
+                      "record is kept in the run folder and written by a later sagepipe command")
+
+
+def headline_record(spec: Any, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """What the parent run shows to sort and compare runs by: the evaluation reports' metrics (prefixed with
+    the step name when there are several) and, as tags (params cannot change on a resume), the model version
+    a register step registered."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    steps = {s.name: s for s in spec.steps}
+    evaluated = [n for n, r in data["steps"].items()
+                 if getattr(steps.get(n), "type", None) == "evaluation" and r.get("metrics")]
+    for name in evaluated:
+        for key, value in report_metrics(data["steps"][name]["metrics"]).items():
+            metrics[key if len(evaluated) == 1 else f"{name}.{key}"] = value
+    for name, record in data["steps"].items():
+        step = steps.get(name)
+        if getattr(step, "type", None) != "register" or record.get("status") != "succeeded":
+            continue
+        found = re.search(r"version (\d+)", record.get("note") or "")
+        if found:
+            group = getattr(step, "model_group", "")
+            tags.update({"sagepipe.registered_model": group, "sagepipe.registered_version": found.group(1),
+                         "sagepipe.registered": f"{group} version {found.group(1)}"})
+    return {"metrics": metrics, "tags": tags}
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
 
 
 def config_hash(spec: Any) -> str:
@@ -281,4 +319,17 @@ def open_tracker(spec: Any, state_root: Path, warn: Callable[[str], None] | None
     uri = resolve_tracking_uri(spec.settings.tracking_uri, state_root, Path(spec.repo_root))
     if uri is None:
         return NullTracker()
+    from pipelines.tracking_journal import complete_pending
+
+    complete_pending(state_root)
     return MlflowTracker(uri, spec.name, spec, warn or (lambda text: print(text, file=sys.stderr)))
+
+
+def step_run_id(tracking_env: dict[str, str], timeout: float = 600.0) -> str | None:
+    """The MLflow run id of a step that runs in the runner's process (register, tuning): the nested run the
+    background writer creates, waited for while the writer works (None when tracking is off or failed)."""
+    if tracking_env.get("MLFLOW_RUN_ID"):
+        return tracking_env["MLFLOW_RUN_ID"]
+    from pipelines.tracking_journal import wait_for_run_id
+
+    return wait_for_run_id(tracking_env.get("SAGEPIPE_MLFLOW_RUN_FILE"), timeout)

@@ -161,9 +161,9 @@ class Search:
 def _distribution(optuna: Any, item: Range) -> Any:
     log = item.scaling == "log"
     if item.kind == "integer":
-        return optuna.distributions.IntDistribution(int(item.low), int(item.high), log=log)
+        return optuna.distributions.IntDistribution(int(item.low or 0), int(item.high or 0), log=log)
     if item.kind == "continuous":
-        return optuna.distributions.FloatDistribution(float(item.low), float(item.high), log=log)
+        return optuna.distributions.FloatDistribution(float(item.low or 0), float(item.high or 0), log=log)
     return optuna.distributions.CategoricalDistribution(list(item.values))
 
 
@@ -196,13 +196,18 @@ def best_trial(trials: list[Trial], maximize: bool) -> Trial | None:
     done = [t for t in trials if t.status == "Completed" and t.objective is not None]
     if not done:
         return None
-    return sorted(done, key=lambda t: ((-t.objective if maximize else t.objective), t.number))[0]
+    return sorted(done, key=lambda t: _rank_key(t, maximize))[0]
+
+
+def _rank_key(trial: Trial, maximize: bool) -> tuple[float, int]:
+    objective = trial.objective or 0.0  # only completed trials with an objective are ranked
+    return (-objective if maximize else objective, trial.number)
 
 
 def ranked(trials: list[Trial], maximize: bool) -> list[Trial]:
     """Every trial, best first (completed ones by objective, then the rest by number): TrainingJobSummaries."""
     done = [t for t in trials if t.status == "Completed" and t.objective is not None]
-    done.sort(key=lambda t: ((-t.objective if maximize else t.objective), t.number))
+    done.sort(key=lambda t: _rank_key(t, maximize))
     return done + sorted((t for t in trials if t not in done), key=lambda t: t.number)
 
 

@@ -9,9 +9,8 @@ from typing import Any, Callable, Literal, Union
 from pydantic import field_validator
 
 from pipelines.errors import StepFailed
-from pipelines.local.context import LocalResult, StepContext
-from pipelines.refs import refs_in
-from pipelines.spec import StepSpec
+from pipelines.refs import Ref, refs_in
+from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
 
 COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
@@ -94,13 +93,13 @@ def _shown(value: Any) -> str:
     return f"{value:.4f}".rstrip("0").rstrip(".") if isinstance(value, float) else repr(value)
 
 
-def expr_refs(expr: Expr) -> list:
+def expr_refs(expr: Expr) -> list[Ref]:
     if isinstance(expr, Comparison):
         return refs_in([expr.left, expr.right])
     return [r for operand in expr.operands for r in expr_refs(operand)]
 
 
-class ConditionStep(StepSpec):
+class ConditionStep(Step):
     """SageMaker ConditionStep: if_true steps run when the condition holds, if_false otherwise."""
 
     type: Literal["condition"] = "condition"
@@ -113,16 +112,19 @@ class ConditionStep(StepSpec):
     def _parse(cls, value: Any) -> Expr:
         return value if isinstance(value, (Comparison, Logical)) else parse_expr(value)
 
+    def refs(self) -> list[Ref]:
+        return super().refs() + expr_refs(self.condition)
+
     def branch_targets(self) -> dict[str, list[str]]:
         return {"if_true": self.if_true, "if_false": self.if_false}
 
-    def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
+    def run_local(self, ctx: StepContext) -> LocalResult:
         holds = evaluate(self.condition, ctx.resolve)
         shown = describe(self.condition, ctx.resolve)
         return LocalResult(skip=self.if_false if holds else self.if_true,
                            note=f"{shown} is {'true' if holds else 'false'}")
 
-    def compile_sagemaker(self, cc: Any) -> Any:
+    def compile_sagemaker(self, cc: CompileContext) -> Any:
         """A ConditionStep: parameters as they are, report values through JsonGet on the evaluation step's
         PropertyFile; the if_true and if_false steps are its IfSteps and ElseSteps."""
         from sagemaker.mlops.workflow import ConditionStep as SdkConditionStep
@@ -137,13 +139,13 @@ class ConditionStep(StepSpec):
             depends_on=cc.depends_on(self))
 
 
-def _compiled(cc: Any, names: list[str]) -> list[Any]:
+def _compiled(cc: CompileContext, names: list[str]) -> list[Any]:
     """The SDK steps of a branch (a step type may compile to several, e.g. transform: model + transform)."""
     steps = [cc.steps[n] for n in names if cc.steps[n] is not None]
     return [s for step in steps for s in (step if isinstance(step, list) else [step])]
 
 
-def sdk_condition(expr: Expr, cc: Any) -> Any:
+def sdk_condition(expr: Expr, cc: CompileContext) -> Any:
     """One SDK condition for an expression (and = several conditions, or = ConditionOr, ...)."""
     from sagemaker.core.workflow import conditions as c
 

@@ -8,9 +8,9 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from pipelines.errors import StepFailed
-from pipelines.local.context import LocalResult, StepContext
 from pipelines.registry import RegistryError, open_registry
-from pipelines.spec import Resources, StepSpec, Strict
+from pipelines.spec import PipelineSpec, Resources, Strict
+from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
 
 
 class Autoscaling(Strict):
@@ -74,7 +74,7 @@ class LocalServing(Strict):
     workers: int = Field(2, ge=1, le=64)
 
 
-class DeployStep(StepSpec):
+class DeployStep(Step):
     """Deploys the newest Approved version; a Pending one waits for a person's approval."""
 
     type: Literal["deploy"] = "deploy"
@@ -84,9 +84,14 @@ class DeployStep(StepSpec):
     resources: Resources | None = None
     endpoint: EndpointSettings = EndpointSettings()
     local: LocalServing = LocalServing()
-    sagemaker: dict[str, Any] = {}
 
-    def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
+    def settled_resources(self) -> Resources:
+        return self.resources or Resources()
+
+    def deployed_group(self) -> str | None:
+        return self.model_group
+
+    def run_local(self, ctx: StepContext) -> LocalResult:
         if not self.enabled:
             return LocalResult(note="deployment disabled in this environment")
         registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
@@ -109,9 +114,33 @@ class DeployStep(StepSpec):
             done += f" ({ensure_server(record, self.local.port, self.local.workers)})"
         return done
 
-    def compile_sagemaker(self, cc: Any) -> None:
+    def compile_sagemaker(self, cc: CompileContext) -> None:
         """Nothing, in every env: on AWS an approval deploys (EventBridge -> the deploy CodePipeline, infra/cicd.yaml).
 
         The deploy pipeline takes this step's endpoint settings through `sagepipe endpoint-params`.
         """
         return None
+
+    def endpoint_request(self, pipeline: PipelineSpec, model_package_arn: str) -> dict[str, str]:
+        """infra/endpoint.yaml's parameters for serving one version with this step's endpoint settings."""
+        cloud, endpoint, resources = pipeline.settings.sagemaker, self.endpoint, self.settled_resources()
+        bucket_prefix = f"s3://{cloud['bucket']}/{pipeline.name}"
+        params = {
+            "EndpointName": self.endpoint_name, "ModelPackageArn": model_package_arn,
+            "ExecutionRoleArn": cloud["role"], "Mode": {"realtime": "RealTime", "serverless": "Serverless",
+                                                        "async": "Async"}[endpoint.mode],
+            "InstanceType": resources.instance_type, "InstanceCount": resources.instance_count,
+            "MinCapacity": endpoint.autoscaling.min, "MaxCapacity": endpoint.autoscaling.max,
+            "TargetInvocationsPerInstance": endpoint.autoscaling.target_invocations_per_instance,
+            "ServerlessMemoryMB": endpoint.serverless.memory_mb,
+            "ServerlessMaxConcurrency": endpoint.serverless.max_concurrency,
+            "AsyncOutputPath": endpoint.asynchronous.output_path or f"{bucket_prefix}/async-output/",
+            "AsyncMaxConcurrentInvocationsPerInstance": endpoint.asynchronous.max_concurrent_invocations_per_instance,
+            "DataCaptureEnabled": str(endpoint.data_capture.enabled).lower(),
+            "DataCapturePercent": endpoint.data_capture.sampling_percent,
+            "DataCaptureDestination": endpoint.data_capture.destination or f"{bucket_prefix}/data-capture/",
+            "CanaryPercent": endpoint.blue_green.canary_percent, "CanaryWaitSeconds": endpoint.blue_green.wait_s,
+            "TerminationWaitSeconds": endpoint.blue_green.termination_wait_s,
+            "RollbackAlarmName": endpoint.blue_green.rollback_alarm or "", "KmsKeyId": cloud.get("kms_key") or "",
+        }
+        return {k: str(v) for k, v in params.items()}

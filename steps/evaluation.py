@@ -9,8 +9,8 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from pipelines.errors import StepFailed
-from pipelines.local.context import LocalResult, StepContext
 from pipelines.spec import RelativePath, Strict
+from pipelines.step_api import CompileContext, LocalResult, StepContext
 from steps.processing import ProcessingStep
 
 
@@ -39,13 +39,12 @@ class EvaluationStep(ProcessingStep):
     def has_metrics(self) -> bool:
         return True
 
-    def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
-        result = super().run_local(ctx, inputs)
+    def run_local(self, ctx: StepContext) -> LocalResult:
+        result = super().run_local(ctx)
         result.metrics = read_report(result.outputs[self.report.output] / self.report.path, self.report.path)
         return result
 
-
-    def compile_sagemaker(self, cc: Any, property_files: list[Any] | None = None) -> Any:
+    def compile_sagemaker(self, cc: CompileContext, property_files: list[Any] | None = None) -> Any:
         """A ProcessingStep declaring its report as a PropertyFile, which conditions read with JsonGet."""
         from sagemaker.core.workflow.properties import PropertyFile
 

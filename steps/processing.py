@@ -6,13 +6,20 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from pipelines.errors import StepFailed
 from pipelines.fsutil import fresh_dir
-from pipelines.local.context import LocalResult, StepContext
-from pipelines.spec import IoName
+from pipelines.spec import CloudSettings, IoName
+from pipelines.step_api import CompileContext, LocalResult, StepContext
 from steps.base import ScriptStep, link_input
+
+
+class ProcessingCloud(CloudSettings):
+    """`sagemaker:` of a processing step."""
+
+    shard_inputs: list[IoName] = []  # inputs split across instances (ShardedByS3Key) rather than copied to each
+    max_runtime_s: int | None = Field(None, ge=1, le=432000)
 
 
 class ProcessingStep(ScriptStep):
@@ -21,6 +28,7 @@ class ProcessingStep(ScriptStep):
     type: Literal["processing"] = "processing"
     outputs: dict[IoName, str | None] = {}
     arguments: list[Any] = []
+    sagemaker: ProcessingCloud = ProcessingCloud()
 
     @field_validator("outputs", mode="before")
     @classmethod
@@ -39,9 +47,9 @@ class ProcessingStep(ScriptStep):
         return {"arguments": ctx.resolve(self.arguments), "environment": ctx.resolve(self.environment),
                 "outputs": sorted(self.outputs)}
 
-    def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
+    def run_local(self, ctx: StepContext) -> LocalResult:
         root = ctx.step_dir / "processing"
-        for name, source in inputs.items():
+        for name, source in ctx.inputs.items():
             link_input(source, root / "input" / name, ctx.run_dir)
         outputs = self.local_output_dirs(ctx.step_dir)
         for folder in outputs.values():
@@ -54,18 +62,17 @@ class ProcessingStep(ScriptStep):
             raise StepFailed(f"script {self.code} exited with code {code}")
         return LocalResult(outputs=outputs)
 
-
     def sagemaker_output(self, compiled: Any, output: str) -> Any:
         return compiled.properties.ProcessingOutputConfig.Outputs[output].S3Output.S3Uri
 
-    def compile_sagemaker(self, cc: Any, property_files: list[Any] | None = None) -> Any:
+    def compile_sagemaker(self, cc: CompileContext, property_files: list[Any] | None = None) -> Any:
         """A ProcessingStep: the code folder as input `code`, inputs and outputs as in the container contract,
         outputs under this execution's prefix."""
         from sagemaker.core.processing import Processor
         from sagemaker.core.shapes import ProcessingInput, ProcessingOutput, ProcessingS3Input, ProcessingS3Output
         from sagemaker.mlops.workflow import ProcessingStep as SdkProcessingStep
 
-        sharded = set(self.sagemaker.get("shard_inputs", []))
+        sharded = set(self.sagemaker.shard_inputs)
         inputs = [ProcessingInput(input_name=name, s3_input=ProcessingS3Input(
             s3_uri=cc.input_source(value), local_path=f"/opt/ml/processing/input/{name}", s3_data_type="S3Prefix",
             s3_input_mode="File",
@@ -80,12 +87,12 @@ class ProcessingStep(ScriptStep):
             s3_upload_mode="EndOfJob")) for name in self.outputs]
         resources = cc.resources(self)
         processor = Processor(
-            role=cc.role, image_uri=cc.image(self), instance_count=resources.instance_count,
+            role=cc.role, image_uri=self.container_image(cc), instance_count=resources.instance_count,
             instance_type=resources.instance_type, volume_size_in_gb=resources.volume_gb,
             entrypoint=script_entrypoint(code), base_job_name=self.name, sagemaker_session=cc.session,
             env={str(k): cc.text(v) for k, v in self.environment.items()} or None,
             volume_kms_key=cc.kms_key(), output_kms_key=cc.kms_key(), network_config=cc.network_config(),
-            max_runtime_in_seconds=self.sagemaker.get("max_runtime_s"))
+            max_runtime_in_seconds=self.sagemaker.max_runtime_s)
         step_args = processor.run(inputs=inputs, outputs=outputs,
                                   arguments=[cc.text(a) for a in self.arguments] or None)
         return SdkProcessingStep(name=self.name, step_args=step_args, description=self.description or None,

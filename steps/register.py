@@ -9,16 +9,16 @@ from pydantic import Field, field_validator
 
 from pipelines.errors import StepFailed
 from pipelines.fsutil import hash_path
-from pipelines.local.context import LocalResult, StepContext
 from pipelines.model_archive import ModelArchiveError, model_folder
 from pipelines.refs import OutputRef, ParamRef
 from pipelines.registry import RegistryError, open_registry
-from pipelines.spec import RelativePath, StepSpec
-from pipelines.tracking import git_commit
+from pipelines.spec import CloudSettings, RelativePath
+from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
+from pipelines.tracking import git_commit, step_run_id
 from steps.evaluation import read_report
 
 
-class RegisterStep(StepSpec):
+class RegisterStep(Step):
     """SageMaker RegisterModel: a model package version with metrics and PendingManualApproval."""
 
     type: Literal["register"] = "register"
@@ -28,7 +28,7 @@ class RegisterStep(StepSpec):
     metrics_file: RelativePath = "evaluation.json"
     approval_status: Any = "PendingManualApproval"  # a literal status or ${params.<name>}
     inference: dict[str, Any] = {}
-    sagemaker: dict[str, Any] = {}
+    sagemaker: CloudSettings = CloudSettings()  # framework_image: the serving image (default INFERENCE_IMAGE)
 
     @field_validator("approval_status")
     @classmethod
@@ -38,7 +38,7 @@ class RegisterStep(StepSpec):
                              "or a parameter, e.g. ${params.model_approval_status}")
         return value
 
-    def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
+    def run_local(self, ctx: StepContext) -> LocalResult:
         status = ctx.resolve(self.approval_status)
         if status not in APPROVAL_STATUSES:
             raise StepFailed(f"approval status {status!r} is not one of {', '.join(APPROVAL_STATUSES)}")
@@ -53,7 +53,7 @@ class RegisterStep(StepSpec):
                     raise StepFailed(f"model {model} is missing or empty (a model.tar.gz or a model folder)")
                 package, created = registry.register(self.model_group, model_dir, metrics, status,
                                                      self._lineage(ctx, model_dir),
-                                                     run_id=ctx.tracking_env.get("MLFLOW_RUN_ID"))
+                                                     run_id=step_run_id(ctx.tracking_env))
         except (RegistryError, ModelArchiveError) as exc:
             raise StepFailed(str(exc)) from None
         version = package["version"]
@@ -68,7 +68,7 @@ class RegisterStep(StepSpec):
         lineage: dict[str, Any] = {
             "run_id": ctx.run_id, "pipeline": ctx.pipeline.name, "step": self.name, "env": ctx.pipeline.env,
             "config": str(Path(ctx.pipeline.source_file).resolve()), "git_commit": git_commit(ctx.repo_root),
-            "model_hash": hash_path(model_dir), "mlflow_run_id": ctx.tracking_env.get("MLFLOW_RUN_ID"),
+            "model_hash": hash_path(model_dir), "mlflow_run_id": step_run_id(ctx.tracking_env),
         }
         if isinstance(self.model, OutputRef):
             trained = ctx.step_record(self.model.step)
@@ -79,7 +79,7 @@ class RegisterStep(StepSpec):
                 lineage["inference_code"] = str(ctx.repo_path(code).parent)
         return lineage
 
-    def compile_sagemaker(self, cc: Any) -> Any:
+    def compile_sagemaker(self, cc: CompileContext) -> Any:
         """A RegisterModel step: a version in the model package group with an explicit approval status (a
         literal or a parameter), this execution's report as its metrics, and the serving container's settings."""
         from sagemaker.core.model_registry import create_model_package_from_containers
@@ -87,11 +87,10 @@ class RegisterStep(StepSpec):
         from sagemaker.core.workflow.pipeline_context import _ModelStepArguments
         from sagemaker.mlops.workflow import ModelStep
 
-        from pipelines.sagemaker.compiler import INFERENCE_IMAGE
-
         cc.session.context = _ModelStepArguments(_SessionHolder(cc.session))
         instances = self.inference.get("instance_types", ["ml.m5.large", "ml.m5.xlarge"])
-        image = self.inference.get("image") or cc.framework_image(self, INFERENCE_IMAGE, instances[0])
+        image = self.inference.get("image") or cc.framework_image(self.name, INFERENCE_IMAGE, instances[0],
+                                                                    self.sagemaker.framework_image)
         environment = {**SERVING_ENVIRONMENT, "SAGEMAKER_REGION": cc.region,
                        **{str(k): cc.text(v) for k, v in self.inference.get("environment", {}).items()}}
         container = {"Image": image, "ModelDataUrl": cc.value(self.model), "Environment": environment}
@@ -109,6 +108,8 @@ class RegisterStep(StepSpec):
 
 
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+# Serves any model whose archive carries code/inference.py (+ code/requirements.txt), as ours do.
+INFERENCE_IMAGE = {"framework": "pytorch", "version": "2.6.0", "py_version": "py312", "scope": "inference"}
 # The framework inference containers run code/inference.py from the model archive (model_io.pack_serving_code).
 SERVING_ENVIRONMENT = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
                        "SAGEMAKER_CONTAINER_LOG_LEVEL": "20"}

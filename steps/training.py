@@ -8,14 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from pipelines.errors import StepFailed
 from pipelines.fsutil import fresh_dir, inside, remove_inside
-from pipelines.local.context import LocalResult, StepContext
 from pipelines.model_archive import ARCHIVE, pack
 from pipelines.netutil import free_port
-from pipelines.spec import Strict
+from pipelines.spec import CloudSettings, Strict
+from pipelines.step_api import CompileContext, LocalResult, StepContext
 from steps.base import ScriptStep, link_input
 
 OUTPUTS = ("model", "output")
@@ -28,12 +28,29 @@ class Distribution(Strict):
     processes_per_host: int = Field(1, ge=1, le=64)
 
 
+class TrainingCloud(CloudSettings):
+    """`sagemaker:` of a training (or tuning) step."""
+
+    spot: bool = False  # managed spot training; checkpoints let an interrupted job resume
+    max_runtime_s: int = Field(86400, ge=1, le=2419200)
+    max_wait_s: int | None = Field(None, ge=1, le=2419200)  # spot only: runtime plus waiting (default: twice it)
+    keep_alive_s: int | None = Field(None, ge=0, le=3600)  # warm pool
+
+    @model_validator(mode="after")
+    def _wait_covers_runtime(self) -> "TrainingCloud":
+        if self.max_wait_s is not None and self.max_wait_s < self.max_runtime_s:
+            raise ValueError(f"max_wait_s ({self.max_wait_s}) is below max_runtime_s ({self.max_runtime_s}); "
+                             "it counts the runtime too")
+        return self
+
+
 class TrainingStep(ScriptStep):
     """SageMaker TrainingStep: channels, SM_MODEL_DIR, hyperparameters as arguments and SM_HPS."""
 
     type: Literal["training"] = "training"
     hyperparameters: dict[str, Any] = {}
     distribution: Distribution | None = None
+    sagemaker: TrainingCloud = TrainingCloud()
 
     def output_names(self) -> list[str]:
         return list(OUTPUTS)
@@ -47,9 +64,9 @@ class TrainingStep(ScriptStep):
                 "environment": ctx.resolve(self.environment),
                 "distribution": self.distribution.model_dump() if self.distribution else None}
 
-    def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
-        channels = {name: ctx.step_dir / "input" / "data" / name for name in inputs}
-        for name, source in inputs.items():
+    def run_local(self, ctx: StepContext) -> LocalResult:
+        channels = {name: ctx.step_dir / "input" / "data" / name for name in ctx.inputs}
+        for name, source in ctx.inputs.items():
             link_input(source, channels[name], ctx.run_dir)
         outputs = self.local_output_dirs(ctx.step_dir)
         model_dir = ctx.step_dir / "model"
@@ -70,13 +87,12 @@ class TrainingStep(ScriptStep):
         pack(model_dir, outputs["model"])
         return LocalResult(outputs=outputs)
 
-
     def sagemaker_output(self, compiled: Any, output: str) -> Any:
         if output == "model":
             return compiled.properties.ModelArtifacts.S3ModelArtifacts
         return compiled.properties.OutputDataConfig.S3OutputPath
 
-    def compile_sagemaker(self, cc: Any) -> Any:
+    def compile_sagemaker(self, cc: CompileContext) -> Any:
         """A TrainingStep from ModelTrainer with SourceCode (and Torchrun for a distribution); output and
         checkpoints under this execution's prefix, so no execution resumes from another's checkpoint."""
         from sagemaker.mlops.workflow import TrainingStep as SdkTrainingStep
@@ -87,7 +103,7 @@ class TrainingStep(ScriptStep):
                                description=self.description or None, cache_config=cc.cache_config(self),
                                retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
 
-    def model_trainer(self, cc: Any, source_dir: str | None = None) -> tuple[Any, list[Any]]:
+    def model_trainer(self, cc: CompileContext, source_dir: str | None = None) -> tuple[Any, list[Any]]:
         """SDK v3's ModelTrainer for this step and its input channels (a tuning step tunes the same trainer);
         source_dir replaces the script's folder (an S3 URI of its archive)."""
         from sagemaker.core.shapes import StoppingCondition
@@ -99,18 +115,18 @@ class TrainingStep(ScriptStep):
         code = cc.repo_path(self.code)
         resources = cc.resources(self)
         cloud = self.sagemaker
-        spot = bool(cloud.get("spot"))
+        spot = cloud.spot
         compute = Compute(instance_type=resources.instance_type, instance_count=resources.instance_count,
                           volume_size_in_gb=resources.volume_gb, enable_managed_spot_training=spot or None,
-                          keep_alive_period_in_seconds=cloud.get("keep_alive_s"), volume_kms_key_id=cc.kms_key())
-        max_run = int(cloud.get("max_runtime_s", 86400))
+                          keep_alive_period_in_seconds=cloud.keep_alive_s, volume_kms_key_id=cc.kms_key())
+        max_run = cloud.max_runtime_s
         stopping = StoppingCondition(max_runtime_in_seconds=max_run,
-                                     max_wait_time_in_seconds=int(cloud.get("max_wait_s", 2 * max_run)) if spot else None)
+                                     max_wait_time_in_seconds=(cloud.max_wait_s or 2 * max_run) if spot else None)
         requirements = "requirements.txt" if (code.parent / "requirements.txt").is_file() else None
         channels = [InputData(channel_name=name, data_source=cc.input_source(value))
                     for name, value in self.inputs.items()]
         trainer = ModelTrainer(
-            training_image=cc.image(self), role=cc.role, base_job_name=self.name, sagemaker_session=cc.session,
+            training_image=self.container_image(cc), role=cc.role, base_job_name=self.name, sagemaker_session=cc.session,
             source_code=SourceCode(source_dir=source_dir or os.path.relpath(code.parent,
                                                                             Path(cc.spec.repo_root).resolve()),
                                    entry_script=code.name, requirements=requirements),
@@ -130,7 +146,7 @@ class TrainingStep(ScriptStep):
         """torchrun on this one machine: processes_per_host x instance_count processes (gloo, or nccl on GPUs)."""
         if self.distribution is None:
             return []
-        resources = self.resources or ctx.pipeline.defaults.resources
+        resources = self.settled_resources()
         processes = self.distribution.processes_per_host * resources.instance_count
         return ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
                 "--master_addr", "127.0.0.1", "--master_port", str(free_port())]

@@ -19,16 +19,24 @@ from pydantic import Field, field_validator
 
 from pipelines.errors import StepFailed
 from pipelines.fsutil import fresh_dir
-from pipelines.local.context import LocalResult, StepContext
 from pipelines.refs import OutputRef, ParamRef, Template
-from pipelines.spec import IoName, Resources, StepSpec
+from pipelines.spec import CloudSettings, IoName, Resources
+from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
 
 REGISTRY_REF = re.compile(r"^(?P<group>[A-Za-z0-9](-*[A-Za-z0-9]){0,62})@(?P<version>\d+|approved)$")
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 MODEL_STEP_SUFFIX = "-model"  # the ModelStep that creates the model this step's batch job uses
 
 
-class TransformStep(StepSpec):
+class TransformCloud(CloudSettings):
+    """`sagemaker:` of a transform step (framework_image: the serving image, as for register)."""
+
+    batch_strategy: Literal["MultiRecord", "SingleRecord"] = "MultiRecord"
+    max_payload_mb: int | None = Field(None, ge=0, le=100)
+    max_concurrent_transforms: int | None = Field(None, ge=1, le=1000)
+
+
+class TransformStep(Step):
     """SageMaker ModelStep (create model) + TransformStep: score `input` with `model`, write `output`."""
 
     type: Literal["transform"] = "transform"
@@ -44,7 +52,7 @@ class TransformStep(StepSpec):
     output_format: Literal["csv", "parquet"] = "csv"
     resources: Resources | None = None
     inference: dict[str, Any] = {}
-    sagemaker: dict[str, Any] = {}
+    sagemaker: TransformCloud = TransformCloud()
 
     @field_validator("model")
     @classmethod
@@ -64,12 +72,15 @@ class TransformStep(StepSpec):
     def output_names(self) -> list[str]:
         return [self.output]
 
+    def settled_resources(self) -> Resources:
+        return self.resources or Resources()
+
     def local_fingerprint(self, ctx: StepContext) -> dict[str, Any]:
         return {"model": str(ctx.resolve(self.model)), "input": str(ctx.resolve(self.input)),
                 "threshold": ctx.resolve(self.threshold), "output_format": self.output_format}
 
     # --- local run ----------------------------------------------------------------------------
-    def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
+    def run_local(self, ctx: StepContext) -> LocalResult:
         source = self._input_files(ctx)
         model, shown = self._model_path(ctx)
         out = ctx.step_dir / "output" / self.output
@@ -113,7 +124,7 @@ class TransformStep(StepSpec):
         group, which = match.group("group"), match.group("version")
         registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
         try:
-            package = registry.latest(group, "Approved") if which == "approved" else registry.show(group, int(which))
+            package = registry.approved(group) if which == "approved" else registry.show(group, int(which))
             if package is None:
                 raise RegistryError(f"{group} has no approved version; approve one with: "
                                     f"sagepipe models approve {group} VERSION")
@@ -125,7 +136,7 @@ class TransformStep(StepSpec):
     def sagemaker_output(self, compiled: Any, output: str) -> Any:
         return compiled[-1].properties.TransformOutput.S3OutputPath
 
-    def compile_sagemaker(self, cc: Any) -> Any:
+    def compile_sagemaker(self, cc: CompileContext) -> Any:
         """A ModelStep that creates the model (the register step's inference image and environment), then a
         TransformStep: the input's records (split by line) go to the model's handlers; output under this
         execution."""
@@ -134,14 +145,14 @@ class TransformStep(StepSpec):
         from sagemaker.mlops.workflow import ModelStep
         from sagemaker.mlops.workflow import TransformStep as SdkTransformStep
 
-        from pipelines.sagemaker.compiler import INFERENCE_IMAGE
-        from steps.register import SERVING_ENVIRONMENT, _SessionHolder
+        from steps.register import INFERENCE_IMAGE, SERVING_ENVIRONMENT, _SessionHolder
 
         if not isinstance(self.model, OutputRef):
-            raise ValueError(f"step '{self.name}': model {self.model!r} names a version in the local registry; "
-                             "on SageMaker give a training or tuning step's model output")
+            raise self.config_error("model", f"{self.model!r} names a version in the local registry; on SageMaker "
+                                    "give a training or tuning step's model output")
         resources = cc.resources(self)
-        image = self.inference.get("image") or cc.framework_image(self, INFERENCE_IMAGE, resources.instance_type)
+        image = self.inference.get("image") or cc.framework_image(self.name, INFERENCE_IMAGE, resources.instance_type,
+                                                                 self.sagemaker.framework_image)
         environment = {**SERVING_ENVIRONMENT, "SAGEMAKER_REGION": cc.region,
                        **{str(k): cc.text(v) for k, v in self.inference.get("environment", {}).items()}}
         session, model_name = cc.session, f"{self.name}{MODEL_STEP_SUFFIX}"
@@ -153,10 +164,10 @@ class TransformStep(StepSpec):
         cloud = self.sagemaker
         transformer = Transformer(
             model_name=model_step.properties.ModelName, instance_count=resources.instance_count,
-            instance_type=resources.instance_type, strategy=cloud.get("batch_strategy", "MultiRecord"),
+            instance_type=resources.instance_type, strategy=cloud.batch_strategy,
             assemble_with="Line" if self.split == "line" else None, accept=self.accept,
-            output_path=cc.execution_uri(self.name, self.output), max_payload=cloud.get("max_payload_mb"),
-            max_concurrent_transforms=cloud.get("max_concurrent_transforms"), sagemaker_session=session,
+            output_path=cc.execution_uri(self.name, self.output), max_payload=cloud.max_payload_mb,
+            max_concurrent_transforms=cloud.max_concurrent_transforms, sagemaker_session=session,
             volume_kms_key=cc.kms_key(), output_kms_key=cc.kms_key())
         step_args = transformer.transform(data=cc.input_source(self.input), content_type=self.content_type,
                                           split_type="Line" if self.split == "line" else None)

@@ -23,10 +23,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pipelines.errors import StepFailed, did_you_mean
 from pipelines.fsutil import atomic_write_json, fresh_dir, hash_json, remove_inside
-from pipelines.local.context import LocalResult, StepContext
 from pipelines.model_archive import ARCHIVE, pack
 from pipelines.refs import refs_in
 from pipelines.spec import Strict
+from pipelines.step_api import CompileContext, LocalResult, StepContext
 from pipelines.tuning import (FINISHED, SCALING, STRATEGIES, EarlyStopper, Range, Search, Trial, best_trial,
                               cpus_per_trial, elapsed, finished_trials, grid_size, local_parallelism, logged_argv,
                               objective_values, run_search, write_trials_table)
@@ -183,8 +183,9 @@ class TuningStep(TrainingStep):
         return {**super().local_fingerprint(ctx), "tuning": self.tuning.model_dump(mode="json")}
 
     # --- local run ----------------------------------------------------------------------------
-    def run_local(self, ctx: StepContext, inputs: dict[str, Path]) -> LocalResult:
+    def run_local(self, ctx: StepContext) -> LocalResult:
         tuning = self.tuning
+        inputs = ctx.inputs
         trials_dir = ctx.step_dir / "trials"
         fingerprint = self._resume_key(ctx)
         finished = finished_trials(trials_dir, fingerprint, ctx.run_dir)
@@ -289,10 +290,10 @@ class TuningStep(TrainingStep):
     def sagemaker_output(self, compiled: Any, output: str) -> Any:
         if output == "model":
             return compiled.top_model_uri
-        raise ValueError(f"step '{self.name}': output '{output}' exists only locally; on SageMaker the tuning job "
-                         "lists its training jobs (ListTrainingJobsForHyperParameterTuningJob)")
+        raise self.config_error("outputs", f"output '{output}' exists only locally; on SageMaker the tuning job "
+                                "lists its training jobs (ListTrainingJobsForHyperParameterTuningJob)")
 
-    def compile_sagemaker(self, cc: Any) -> Any:
+    def compile_sagemaker(self, cc: CompileContext) -> Any:
         """A TuningStep from SDK v3's HyperparameterTuner over this step's ModelTrainer; the model output is the
         SDK's top-model S3 URI (the best training job's model.tar.gz, under this execution)."""
         from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
@@ -306,18 +307,19 @@ class TuningStep(TrainingStep):
         # toolkit runs sagemaker_program from sagemaker_submit_directory, an archive of the script's folder.
         # Staged here, reproducibly, so that compiles stay byte-identical (the SDK's own archive has mtimes).
         if self.distribution is not None:
-            raise ValueError(f"step '{self.name}': on SageMaker a tuning job's trials run through the framework "
-                             "image's training toolkit (a tuning job definition takes no container entrypoint), which "
-                             "starts no torchrun; tune without distribution there, or tune locally")
+            raise self.config_error("distribution", "on SageMaker a tuning job's trials run through the framework "
+                                    "image's training toolkit (a tuning job definition takes no container "
+                                    "entrypoint), which starts no torchrun; tune without distribution there, or "
+                                    "tune locally")
         if self.environment:
-            raise ValueError(f"step '{self.name}': a tuning job's training job definition takes no environment here "
-                             "(the pipeline-definition schema lacks TrainingJobDefinition.Environment); pass these "
-                             "settings as hyperparameters")
+            raise self.config_error("environment", "a tuning job's training job definition takes no environment "
+                                    "here (the pipeline-definition schema lacks TrainingJobDefinition.Environment); "
+                                    "pass these settings as hyperparameters")
         key = f"staging/{self.name}/sourcedir.tar.gz"  # content-addressed with the rest at the end of compile
         cc.s3.put_object(Bucket=cc.bucket, Key=key, Body=reproducible_targz(cc.repo_path(self.code).parent))
         trainer, channels = self.model_trainer(cc, source_dir=f"s3://{cc.bucket}/{key}")
         trainer.output_data_config.compression_type = None  # GZIP is the API default; tuning's schema lacks it
-        if not self.sagemaker.get("spot"):
+        if not self.sagemaker.spot:
             trainer.checkpoint_config = None  # trials would otherwise share one checkpoint location
         ranges: dict[str, Any] = {}
         for name, item in self.tuning.ranges.items():
@@ -325,7 +327,7 @@ class TuningStep(TrainingStep):
                 ranges[name] = CategoricalParameter([_hp_text(v) for v in item.categorical])
             elif item.integer is not None:
                 ranges[name] = IntegerParameter(*item.integer, scaling_type=SCALING[item.scaling])
-            else:
+            elif item.continuous is not None:
                 ranges[name] = ContinuousParameter(*item.continuous, scaling_type=SCALING[item.scaling])
         objective = self.tuning.objective
         tuner = HyperparameterTuner(
@@ -346,9 +348,12 @@ class _TrialTracker:
 
     def __init__(self, ctx: StepContext, step: str):
         env = ctx.tracking_env
-        self.uri, self.parent, self.experiment = (env.get("MLFLOW_TRACKING_URI"), env.get("MLFLOW_RUN_ID"),
-                                                  env.get("MLFLOW_EXPERIMENT_ID"))
-        self.ctx, self.step, self.client, self.broken = ctx, step, None, not (self.uri and self.parent)
+        self.uri: str = env.get("MLFLOW_TRACKING_URI") or ""
+        self.experiment: str | None = None
+        self.parent: str | None = None
+        self.env = env
+        self.client: Any = None
+        self.ctx, self.step, self.broken = ctx, step, not self.uri
         self.lock = threading.Lock()
 
     def start(self, trial: Trial) -> dict[str, str]:
@@ -385,9 +390,13 @@ class _TrialTracker:
         try:
             with self.lock:
                 if self.client is None:
-                    from pipelines.tracking import mlflow_client
+                    from pipelines.tracking import mlflow_client, step_run_id
 
+                    self.parent = step_run_id(self.env)  # created by the background writer
+                    if not self.parent:
+                        raise ConnectionError("the step's MLflow run was not created")
                     self.client = mlflow_client(self.uri)
+                    self.experiment = self.client.get_run(self.parent).info.experiment_id
                 return action(self.client)
         except Exception as exc:  # tracking never fails a step
             self.broken = True

@@ -83,7 +83,7 @@ def test_upsert_start_status_and_list_executions(aws: dict, home: Path) -> None:
     listed = json.loads(_cli(home, "executions", "list", CONFIG, "--env", "dev", "--json").stdout)
     assert [e["arn"] for e in listed] == [arn]
     bad = _cli(home, "status", "not-an-arn")
-    assert bad.returncode == 1 and "is not a pipeline execution ARN" in bad.stderr
+    assert bad.returncode == 2 and "is not a pipeline execution ARN" in bad.stderr
 
 
 def test_models_commands_act_on_the_sagemaker_model_registry(aws: dict, home: Path) -> None:
@@ -115,13 +115,13 @@ def test_models_commands_act_on_the_sagemaker_model_registry(aws: dict, home: Pa
     shown = json.loads(_cli(home, "models", "show", "fraud-detection", "1", "--env", "dev", "--json").stdout)
     assert shown["history"][-1]["previous"] == "PendingManualApproval" and shown["history"][-1]["note"] == "good"
     refused = _cli(home, "models", "approve", "fraud-detection", "2", "--env", "dev")
-    assert refused.returncode == 2 and "needs --force" in refused.stderr
+    assert refused.returncode == 5 and "needs --force" in refused.stderr  # a registry refusal
     typo = _cli(home, "models", "list", "fraud-detectoin", "--env", "dev")
-    assert typo.returncode == 2 and "did you mean 'fraud-detection'" in typo.stderr
+    assert typo.returncode == 5 and "did you mean 'fraud-detection'" in typo.stderr
 
 
 def test_a_group_with_more_versions_than_one_page_lists_them_all(aws: dict) -> None:
-    from pipelines.sagemaker.registry import SageMakerRegistry
+    from pipelines.registry.sagemaker_backend import SageMakerRegistry
 
     sm = aws["sm"]
     sm.create_model_package_group(ModelPackageGroupName="many-versions")
@@ -143,7 +143,7 @@ def test_missing_credentials_is_one_clear_line(home: Path, tmp_path: Path, monke
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     done = _cli(home, "executions", "list", CONFIG, "--env", "dev")
-    assert done.returncode == 1 and "no AWS credentials found" in done.stderr
+    assert done.returncode == 6 and "no AWS credentials found" in done.stderr  # an AWS error
     assert os.environ.get("AWS_ACCESS_KEY_ID") is None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.mlflow_registry import MlflowRegistry
+from pipelines.registry.mlflow_backend import MlflowRegistry
 from tests.conftest import REPO, SHARED_DATA, run_cli
 
 CONFIG = "configs/fraud-detection.yaml"

@@ -102,14 +102,14 @@ def test_local_training_outputs_a_model_tar_gz_of_the_model_dir(trained: dict) -
 
 @pytest.mark.slow
 def test_registered_archive_serves_and_transforms(trained: dict, tmp_path: Path) -> None:
-    from pipelines.mlflow_registry import MlflowRegistry
+    from pipelines.registry.mlflow_backend import MlflowRegistry
     from pipelines.serving.app import make_app
     from pipelines.serving.serve import resolve
 
     home = trained["home"]
     registry = MlflowRegistry(f"sqlite:///{home}/mlflow.db", home / "models")
     package = registry.show("fraud-detection", 1)
-    assert package["model_uri"].endswith("/model_package/model.tar.gz")
+    assert package["model_uri"].endswith("/registered_model")  # MLmodel (with the signature) + model.tar.gz
     model_dir = registry.model_path(package)
     assert files(model_dir) == members(Path(trained["state"]["steps"]["train"]["outputs"]["model"]))
     assert package["lineage"]["model_hash"] == hash_path(trained["run_dir"] / "train" / "model")
@@ -117,7 +117,9 @@ def test_registered_archive_serves_and_transforms(trained: dict, tmp_path: Path)
     sys.path.insert(0, str(REPO / "model_code"))
     from fraud_schema import RAW_FEATURES
     from model_io import FraudModel
+    from mlflow.models import Model
 
+    assert set(Model.load(package["model_uri"]).signature.inputs.input_names()) == set(RAW_FEATURES)
     test = pd.read_parquet(trained["test"] / "test.parquet")
     expected = FraudModel(model_dir).predict_proba(test)
     scored = tmp_path / "scored.csv"

@@ -266,7 +266,7 @@ def test_resume_of_a_running_run_names_the_process_holding_it(tmp_path: Path, ho
     try:
         wait_for(marker)
         second = run_cli("resume", only_run(home), home=home, cwd=tmp_path)
-        assert second.returncode == 2
+        assert second.returncode == 4  # run unavailable
         assert f"in use by process {runner.pid}" in second.stderr and "Traceback" not in second.stderr
         assert alive(int(marker.read_text()))  # the second runner started nothing beside it
     finally:
@@ -316,7 +316,7 @@ def test_a_read_only_state_folder_is_one_line_and_an_exit_code(tmp_path: Path, h
         out, err = proc.communicate(timeout=60)
     finally:
         home.chmod(0o755)
-    assert proc.returncode == 2, out + err
+    assert proc.returncode == 4, out + err  # run unavailable
     assert "Traceback" not in err
     assert "error: cannot write the run state in" in err and "Permission denied" in err
 

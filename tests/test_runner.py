@@ -192,7 +192,8 @@ def test_runs_list_and_show(tmp_path: Path, home: Path) -> None:
     shown = run_cli("runs", "show", state.data["run_id"], home=home)
     assert "succeeded" in shown.stdout and "linear" in shown.stdout
     missing = run_cli("runs", "show", "nope", home=home)
-    assert missing.returncode == 2 and state.data["run_id"] in missing.stderr
+    assert missing.returncode == 3 and state.data["run_id"] in missing.stderr  # not found, not a config error
+    assert "no run 'nope'" in missing.stderr and "invalid pipeline config" not in missing.stderr
 
 
 def test_graph_formats(home: Path) -> None:

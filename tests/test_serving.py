@@ -232,7 +232,7 @@ def test_batch_transform_keeps_row_count_and_order(suffix: str, models: dict, tm
 
 
 def test_a_deploy_step_with_local_serve_starts_the_endpoint_once(models: dict) -> None:
-    from pipelines.mlflow_registry import MlflowRegistry
+    from pipelines.registry.mlflow_backend import MlflowRegistry
     from steps.deploy import DeployStep
 
     home, port = models["home"], free_port()

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.approvals import DEPLOY_ON_APPROVAL, matches, state_change_event
-from pipelines.mlflow_registry import MlflowRegistry
+from pipelines.registry.mlflow_backend import MlflowRegistry
+from pipelines.tracking_journal import record_status
 from tests.conftest import REPO, free_port, make_project, run_cli, wait_for_http
 
 TRACKED = """
@@ -101,11 +102,28 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def _run(project: Path, home: Path, *extra: str) -> dict:
+def _run(project: Path, home: Path, *extra: str, wait: bool = True) -> dict:
     done = run_cli("run", "configs/tracked.yaml", "--json", *extra, home=home, cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "warning" not in done.stderr, done.stderr
-    return json.loads(done.stdout)
+    summary = json.loads(done.stdout)
+    if wait:
+        _wait_written(home / "runs" / summary["run_id"])
+    return summary
+
+
+def _wait_written(run_dir: Path, seconds: float = 180) -> dict:
+    """The run's MLflow record once the background writer has written it all."""
+    deadline = time.time() + seconds
+    while True:
+        record = record_status(run_dir)
+        assert record is not None, f"{run_dir} has no MLflow journal"
+        if record["state"] == "written":
+            return record
+        if time.time() > deadline:
+            log = run_dir / "mlflow" / "writer.log"
+            pytest.fail(f"MLflow record of {run_dir.name} still {record}: {log.read_text() if log.exists() else ''}")
+        time.sleep(0.3)
 
 
 def _runs(client, experiment_id: str, filter_string: str) -> list:
@@ -183,17 +201,17 @@ def test_register_pending_then_approval_deploys_and_rejection_does_not(project: 
     assert _endpoint(home)["version"] == 1
 
     refused = _models(folder, home, "approve", "tracked-models", "2")
-    assert refused.returncode == 2 and "was rejected; approving it needs --force" in refused.stderr
+    assert refused.returncode == 5 and "was rejected; approving it needs --force" in refused.stderr
     assert _endpoint(home)["version"] == 1
     forced = _models(folder, home, "approve", "tracked-models", "2", "--force", "--note", "second look")
     assert forced.returncode == 0 and _endpoint(home)["version"] == 2
 
     typo = _models(folder, home, "show", "tracked-modles", "1")
-    assert typo.returncode == 2 and "no model group 'tracked-modles' — did you mean 'tracked-models'?" in typo.stderr
+    assert typo.returncode == 5 and "no model group 'tracked-modles' — did you mean 'tracked-models'?" in typo.stderr
     missing = _models(folder, home, "approve", "tracked-models", "9")
-    assert missing.returncode == 2 and "has no version 9 (versions: 1, 2)" in missing.stderr
+    assert missing.returncode == 5 and "has no version 9 (versions: 1, 2)" in missing.stderr
     twice = _models(folder, home, "approve", "tracked-models", "1")
-    assert twice.returncode == 2 and "already Approved" in twice.stderr
+    assert twice.returncode == 5 and "already Approved" in twice.stderr
     table = _models(folder, home, "list").stdout
     assert "Approved" in table and "Rejected" not in table.split("\n")[1]
 
@@ -212,8 +230,10 @@ def test_unreachable_tracking_server_warns_once_and_the_run_succeeds(tmp_path: P
     assert done.stderr.count(f"warning: MLflow tracking at {dead}") == 1 and "Traceback" not in done.stderr
     run_id = json.loads(done.stdout)["run_id"]
     train_log = (home / "runs" / run_id / "train" / "log.txt").read_text()
-    assert train_log.count("is unavailable") == 1 and "trained 3 epochs" in train_log
+    assert "warning" not in train_log and "trained 3 epochs" in train_log  # the step's logging is journaled
     assert not (home / "mlflow.db").exists()
+    shown = _shown(folder, home, run_id)  # kept, not lost: pending until the server answers
+    assert "MLflow record: pending" in shown and dead in shown
 
 
 def test_the_deploy_rule_matches_approvals_only() -> None:
@@ -266,3 +286,127 @@ def test_concurrent_registrations_and_an_approval_racing_a_registration(tmp_path
     assert packages[2]["status"] == "Approved" and len(packages[2]["history"]) == 2
     assert packages[4]["status"] == "PendingManualApproval" and packages[4]["metrics"] == {"n": 3}
     assert json.loads((registry.model_path(packages[4]) / "model.json").read_text()) == {"n": 3}
+
+
+def _shown(folder: Path, home: Path, run_id: str) -> str:
+    done = run_cli("runs", "show", run_id, home=home, cwd=folder)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    return done.stdout
+
+
+def test_parent_run_carries_headline_metrics_and_the_registered_version(tmp_path: Path, home: Path) -> None:
+    folder = tracked_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db")
+    summary = _run(folder, home)
+    client = _client(f"sqlite:///{home}/mlflow.db")
+    experiment = client.get_experiment_by_name("tracked")
+    (parent,) = _runs(client, experiment.experiment_id, f"tags.`sagepipe.run_id` = '{summary['run_id']}'")
+    assert parent.data.metrics["auc"] == 0.8 and parent.data.metrics["auc.standard_deviation"] == 0.0
+    assert parent.data.tags["sagepipe.registered_model"] == "tracked-models"
+    assert parent.data.tags["sagepipe.registered_version"] == "1"
+    assert parent.data.tags["sagepipe.registered"] == "tracked-models version 1"
+    best = client.search_runs([experiment.experiment_id], "tags.`sagepipe.kind` = 'pipeline'",
+                              order_by=["metrics.auc DESC"])
+    assert [r.info.run_id for r in best] == [parent.info.run_id]
+    shown = _shown(folder, home, summary["run_id"])
+    assert f"MLflow record: written (sqlite:///{home}/mlflow.db, parent run {parent.info.run_id})" in shown
+
+
+def test_a_killed_writer_leaves_the_record_pending_and_the_next_command_writes_it(tmp_path: Path,
+                                                                                   home: Path) -> None:
+    folder = tracked_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db", TRACKED.split("  - name: gate")[0])
+    command = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "configs/tracked.yaml", "--json"],
+                               cwd=folder, env={**os.environ, "SAGEPIPE_HOME": str(home)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    killed = _kill_writers(home, command)  # every writer the run starts dies before it writes anything
+    out, err = command.communicate(timeout=120)
+    assert command.returncode == 0 and "warning" not in err, err
+    run_id = json.loads(out)["run_id"]
+    run_dir = home / "runs" / run_id
+    assert killed and record_status(run_dir)["state"] == "pending"
+    assert "MLflow record: pending, being written in the background now" in _shown(folder, home, run_id)
+    _wait_written(run_dir)
+    client = _client(f"sqlite:///{home}/mlflow.db")
+    experiment = client.get_experiment_by_name("tracked")
+    (parent,) = _runs(client, experiment.experiment_id, f"tags.`sagepipe.run_id` = '{run_id}'")
+    children = _runs(client, experiment.experiment_id, f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert parent.info.status == "FINISHED" and sorted(r.info.run_name for r in children) == ["evaluate", "prepare",
+                                                                                            "train"]
+    train = next(r for r in children if r.info.run_name == "train")
+    assert [m.value for m in client.get_metric_history(train.info.run_id, "loss")] == [1.0, 0.5, 1 / 3]
+    assert train.data.params["epochs"] == "3" and parent.data.metrics["auc"] == 0.8
+    assert "MLflow record: written" in _shown(folder, home, run_id)
+
+
+def _kill_writers(home: Path, command: subprocess.Popen) -> list[int]:
+    """SIGKILL each journal writer as soon as it holds its lock, until 3 s after command ends."""
+    import signal
+
+    from pipelines.tracking_journal import writer_busy
+
+    killed: list[int] = []
+    quiet_until = None
+    while quiet_until is None or time.time() < quiet_until:
+        if quiet_until is None and command.poll() is not None:
+            quiet_until = time.time() + 3
+        for lock in home.glob("runs/*/mlflow/writer.lock"):
+            holder = lock.read_text().strip()
+            if holder and writer_busy(lock.parent.parent) and int(holder) not in killed:
+                with contextlib_suppress():
+                    os.kill(int(holder), signal.SIGKILL)
+                    killed.append(int(holder))
+        time.sleep(0.02)
+    return killed
+
+
+def contextlib_suppress():
+    import contextlib
+
+    return contextlib.suppress(ProcessLookupError, ValueError)
+
+
+POISON = """import os, pathlib
+pathlib.Path(os.environ["POISON_MARK"], str(os.getpid())).write_text(repr(__import__("sys").argv))
+raise ImportError("mlflow imported while tracking is off")
+"""
+
+
+@pytest.mark.parametrize("how", ["variable", "env-file"])
+def test_tracking_none_imports_mlflow_nowhere(tmp_path: Path, home: Path, how: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    untracked = TRACKED.split("  - name: gate")[0]
+    uri = "none" if how == "env-file" else "sqlite:///.sagepipe/mlflow.db"
+    folder = tracked_project(tmp_path / "project", uri, untracked)
+    poison, marks = tmp_path / "poison", tmp_path / "marks"
+    (poison / "mlflow").mkdir(parents=True)
+    (poison / "mlflow" / "__init__.py").write_text(POISON)
+    marks.mkdir()
+    monkeypatch.setenv("POISON_MARK", str(marks))
+    monkeypatch.setenv("PYTHONPATH", str(poison))  # the runner and every step process see the poisoned mlflow
+    if how == "variable":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
+    done = run_cli("run", "configs/tracked.yaml", "--json", home=home, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    assert list(marks.iterdir()) == [] and "warning" not in done.stderr
+    train_log = (home / "runs" / run_id / "train" / "log.txt").read_text()
+    assert "trained 3 epochs" in train_log and "unavailable" not in train_log
+    assert not (home / "runs" / run_id / "mlflow").exists() and "MLflow record" not in _shown(folder, home, run_id)
+
+
+def test_a_file_attached_after_the_run_lands_on_the_parent_run(tmp_path: Path, home: Path) -> None:
+    from pipelines.loader import load_pipeline
+    from pipelines.local.runner import LocalRunner
+    from pipelines.tracking import open_tracker
+
+    folder = tracked_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db", TRACKED.split("  - name: gate")[0])
+    spec = load_pipeline(folder / "configs" / "tracked.yaml", "local")
+    tracker = open_tracker(spec, home, warn=lambda text: pytest.fail(text))
+    state = LocalRunner(spec, home, tracker=tracker, report=lambda *a: None).run()
+    report = state.path.parent / "report.html"
+    report.write_text("<html>the run</html>")
+    tracker.attach_run_file(report)
+    _wait_written(state.path.parent)
+    client = _client(f"sqlite:///{home}/mlflow.db")
+    parent = client.get_run(record_status(state.path.parent)["parent_run_id"])
+    assert {"report.html", "state.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert Path(client.download_artifacts(parent.info.run_id, "report.html")).read_text() == "<html>the run</html>"

@@ -16,21 +16,24 @@ TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
 
 
 def emulate(spec: Any, definition_file: str | None, params: list[str], root: Path, max_parallel: int | None,
-            as_json: bool) -> int:
+            as_json: bool, tail: int = 0) -> int:
     """Run a compiled config (spec) or a definition file; the exit code of `sagepipe run`."""
     from pipelines.emulate.server import emulated_aws
+    from pipelines.sagemaker.offline import shared_botocore_loader
 
-    if definition_file:
-        source, definition, region, buckets = _read_definition(definition_file)
-        name, artifacts, role = Path(definition_file).stem, {}, "arn:aws:iam::123456789012:role/emulate"
-    else:
-        from pipelines.sagemaker.commands import compile_pipeline_or_explain
+    # the server starts first and comes up while the definition compiles; one botocore loader serves both
+    with emulated_aws(root / "emulate") as connect, shared_botocore_loader():
+        if definition_file:
+            source, definition, region, buckets = _read_definition(definition_file)
+            name, artifacts, role = Path(definition_file).stem, {}, "arn:aws:iam::123456789012:role/emulate"
+        else:
+            from pipelines.sagemaker.commands import compile_pipeline_or_explain
 
-        compiled = compile_pipeline_or_explain(spec)
-        source, definition, region, buckets = spec.source_file, compiled.definition, compiled.region, {compiled.bucket}
-        name, artifacts, role = compiled.name, compiled.artifacts, compiled.role
-    refuse(source, definition)
-    with emulated_aws(region, root / "emulate") as _:
+            compiled = compile_pipeline_or_explain(spec)
+            source, definition, region = spec.source_file, compiled.definition, compiled.region
+            buckets, name, artifacts, role = {compiled.bucket}, compiled.name, compiled.artifacts, compiled.role
+        refuse(source, definition)
+        connect(region)
         import boto3
 
         s3, sm = boto3.client("s3", region_name=region), boto3.client("sagemaker", region_name=region)
@@ -41,7 +44,7 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
         values = parameter_values(source, definition, params, s3, name)
         arn = _start(sm, name, definition, role, values)
         pipeline = _runnable(spec, source, name, definition, values, arn, s3, sm, root)
-        return _run(pipeline, root, max_parallel, as_json, arn)
+        return _run(pipeline, root, max_parallel, as_json, arn, tail)
 
 
 def refuse(source: str, definition: dict[str, Any]) -> None:
@@ -233,11 +236,11 @@ def _local_tracking(spec: Any) -> str | None:
         return None
 
 
-def _run(pipeline: Any, root: Path, max_parallel: int | None, as_json: bool, arn: str) -> int:
+def _run(pipeline: Any, root: Path, max_parallel: int | None, as_json: bool, arn: str, tail: int = 0) -> int:
     from pipelines.commands import drive
 
     import sys
 
     print(f"emulating SageMaker pipeline execution {arn}", file=sys.stderr if as_json else sys.stdout, flush=True)
     return drive(pipeline, root, max_parallel, as_json, False, lambda runner: runner.run(extra={"execution_arn": arn}),
-                 f"emulated execution of {pipeline.name}")
+                 f"emulated execution of {pipeline.name}", tail)

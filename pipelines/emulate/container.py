@@ -2,7 +2,8 @@
 
 Every "/opt/ml" in the entrypoint, the arguments and the SDK's driver scripts is rewritten to that folder;
 pip never reaches an index (PIP_NO_INDEX), so a requirement this environment lacks fails the job loudly
-instead of changing the environment.
+instead of changing the environment (and a quiet install of what is all installed already ends at once:
+container_pip.py).
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Container:
 
     def _shims(self) -> None:
         self.bin.mkdir(parents=True, exist_ok=True)
-        for name, target in (("python3", ""), ("python", ""), ("pip", "-m pip"), ("pip3", "-m pip"),
+        pip = f'"{Path(__file__).with_name("container_pip.py")}"'  # pip itself unless all is installed already
+        for name, target in (("python3", ""), ("python", ""), ("pip", pip), ("pip3", pip),
                              ("torchrun", "-m torch.distributed.run")):
             shim = self.bin / name
             if not shim.exists():

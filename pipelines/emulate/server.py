@@ -5,47 +5,83 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pipelines.netutil import free_port, unreachable
 from pipelines.sagemaker.offline import restore_environ
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "emulate", "AWS_SECRET_ACCESS_KEY": "emulate"}
+# moto loads a service's backend on its first request: these are asked once while the definition compiles.
+WARM_UP = (("s3", None), ("sagemaker", "SageMaker.ListPipelines"))
 
 
 @contextmanager
-def emulated_aws(region: str, log_dir: Path) -> Iterator[str]:
-    """Point boto3 (here and in every job process) at a moto server for the duration of the block."""
+def emulated_aws(log_dir: Path) -> Iterator[Callable[[str], str]]:
+    """A moto server for the duration of the block, started on entry. The block calls the yielded
+    connect(region) when it needs AWS: it waits until the server answers and points boto3 (here and in every
+    job process) at it. Started first, the server comes up while the definition compiles."""
     given = os.environ.get("AWS_ENDPOINT_URL")
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", *CREDENTIALS)}
-    proc = None
+    proc, ready = None, threading.Event()
+    failure: list[str] = []
     if given:
         url = given
+        ready.set()
     else:
         port = free_port()
         log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / "moto.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with open(log_dir / "moto.log", "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
-        _wait(url, proc)
-    os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_DEFAULT_REGION": region})
-    for key, value in CREDENTIALS.items():
-        if not given or key not in os.environ:  # our own server takes any credentials; never send real ones
-            os.environ[key] = value
+        threading.Thread(target=_start_up, args=(url, proc, ready, failure), daemon=True).start()
+
+    def connect(region: str) -> str:
+        ready.wait()
+        if failure:
+            raise RuntimeError(failure[0])
+        os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_DEFAULT_REGION": region})
+        for key, value in CREDENTIALS.items():
+            if not given or key not in os.environ:  # our own server takes any credentials; never send real ones
+                os.environ[key] = value
+        return url
+
     try:
-        yield url
+        yield connect
     finally:
         restore_environ(saved)
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.kill()  # its state lives in memory and ends with the execution; SIGTERM lingers ~1 s
+            proc.wait()
+
+
+def _start_up(url: str, proc: subprocess.Popen, ready: threading.Event, failure: list[str]) -> None:
+    try:
+        _wait(url, proc)
+        for service, target in WARM_UP:
+            _ask(url, service, target)
+    except Exception as exc:  # noqa: BLE001 - reported by connect(), in the caller's thread
+        failure.append(str(exc))
+    finally:
+        ready.set()
+
+
+def _ask(url: str, service: str, target: str | None) -> None:
+    """One unsigned-but-well-formed request (moto reads the service from the credential scope)."""
+    headers = {"Authorization": f"AWS4-HMAC-SHA256 Credential=emulate/20200101/us-east-1/{service}/aws4_request, "
+                                "SignedHeaders=host, Signature=0"}
+    data = None
+    if target:
+        headers.update({"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"})
+        data = b"{}"
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
+    with direct.open(urllib.request.Request(f"{url}/", data=data, headers=headers), timeout=60) as answer:
+        answer.read()
 
 
 def _wait(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
@@ -53,4 +89,4 @@ def _wait(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
     while unreachable(url, timeout=0.5):
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"the moto server at {url} did not start (see its log)")
-        time.sleep(0.1)
+        time.sleep(0.05)

@@ -14,8 +14,7 @@ from typing import Any, Callable
 from pipelines.emulate import jobs
 from pipelines.emulate.expressions import Scope
 from pipelines.errors import StepFailed
-from pipelines.local.context import LocalResult, StepContext
-from pipelines.spec import StepSpec
+from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
 
 EMULATED = ("Processing", "Training", "Tuning", "Transform", "Condition", "Fail", "RegisterModel", "Model",
             "EndpointConfig", "Endpoint")
@@ -38,6 +37,8 @@ class Emulation:
     home: Path  # <state root>/emulate
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # (step, file) -> (the step's properties when read, the document): read once per job, as the service does
+    property_documents: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def cache_dir(self) -> Path:
@@ -51,18 +52,24 @@ class Emulation:
         return self.execution_arn.rsplit("/", 1)[-1]
 
     def read_property_file(self, step: str, name: str) -> Any:
+        """The step's property file, read from S3 the first time a reference (or its report) asks after the job."""
+        properties = self.scope.properties[step]
+        known = self.property_documents.get((step, name))
+        if known is not None and known[0] is properties:  # same job (a retry or a later execution reads anew)
+            return known[1]
         declared = {f["PropertyFileName"]: f for f in self.steps[step].get("PropertyFiles", [])}[name]
-        output = self.scope.properties[step]["ProcessingOutputConfig"]["Outputs"][declared["OutputName"]]
+        output = properties["ProcessingOutputConfig"]["Outputs"][declared["OutputName"]]
         bucket, key = jobs.split_uri(f"{output['S3Output']['S3Uri'].rstrip('/')}/{declared['FilePath']}")
         try:
-            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            return json.loads(body)
+            document = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         except Exception as exc:  # missing object or bad JSON: the step that reads it fails, as on SageMaker
             raise StepFailed(f"property file {name} of step '{step}' (s3://{bucket}/{key}) cannot be read: "
                              f"{exc}") from None
+        self.property_documents[(step, name)] = (properties, document)
+        return document
 
 
-class EmulatedStep(StepSpec):
+class EmulatedStep(Step):
     """A definition step; `upstream` holds the steps its references and DependsOn name."""
 
     raw: dict[str, Any] = {}
@@ -72,7 +79,10 @@ class EmulatedStep(StepSpec):
     def branch_targets(self) -> dict[str, list[str]]:
         return self.branches
 
-    def run_local(self, ctx: StepContext, inputs: dict) -> LocalResult:
+    def compile_sagemaker(self, cc: CompileContext) -> None:
+        raise NotImplementedError("an emulated step is a compiled one already")
+
+    def run_local(self, ctx: StepContext) -> LocalResult:
         kind = self.raw["Type"]
         emulation: Emulation = self.emulation
         if kind == "Condition":

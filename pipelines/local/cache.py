@@ -89,7 +89,8 @@ class StepCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _miss(self, folder: Path, why: str) -> None:
+    def _miss(self, folder: Path, why: str) -> dict[str, Any] | None:
+        """No entry (a warning saying why, and the broken entry removed)."""
         self.warn(f"warning: cache entry {folder.name[:12]} is not reused: {why}; running the step")
         self._discard(folder)
         return None

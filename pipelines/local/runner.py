@@ -16,11 +16,12 @@ from pipelines.errors import StepFailed
 from pipelines.fsutil import UnsafePath, hash_json, hash_path, inside, stat_signature
 from pipelines.graph import Graph
 from pipelines.local.cache import StepCache
-from pipelines.local.context import LocalResult, StepContext
 from pipelines.local.processes import Supervisor, stop_leftover
+from pipelines.local.resume import param_change, replay
 from pipelines.local.state import DONE_OK, RunLock, RunState, RunUnavailable
 from pipelines.refs import MetricRef, OutputRef, ParamRef, resolve
-from pipelines.spec import PipelineSpec
+from pipelines.spec import PipelineSpec, Retry
+from pipelines.step_api import LocalResult, Step, StepContext
 from pipelines.tracking import NullTracker
 
 Reporter = Callable[[str, str, dict[str, Any]], None]
@@ -75,16 +76,22 @@ class LocalRunner:
             for name in self.graph.names:
                 self._stop_leftovers(name)
                 if state.status(name) not in DONE_OK:
-                    state.update_step(name, status="pending", attempts=0, error=None)
+                    state.update_step(name, status="pending", attempts=0, error=None, reason=None,
+                                      duration_s=None)
+            before = state.data.get("params") or {}
             for name in self.graph.topological():
-                why = self._changed(name) if state.status(name) in DONE_OK else None
+                done = state.status(name) in DONE_OK
+                why = done and (param_change(self.spec.step(name), before, self.spec.param_values)
+                                or self._changed(name))
                 if why:
                     self.warn(f"step '{name}' runs again: {why}")
                     self._reset_from(name)
             for name in self.graph.names:
                 if state.status(name) in DONE_OK:
                     self._skip_all(state.step(name).get("skip", []), "branch not taken")
-            state.update(status="running", ended_at=None, resumed_at=time.time(), error=None)
+            state.update(status="running", ended_at=None, resumed_at=time.time(), error=None,
+                         params=self.spec.param_values)
+            replay(state, self.graph.names, self.report)
         self.tracker.pipeline_started(state)
         return self._drive()
 
@@ -119,7 +126,7 @@ class LocalRunner:
         """Why a finished step is stale: an input's content or one of its outputs differs from its record."""
         step, record = self.spec.step(name), self.state.step(name)
         recorded = record.get("input_digests")
-        if recorded is not None and hasattr(step, "local_output_dirs"):
+        if recorded is not None and step.runs_script:
             try:
                 current = self._input_digests(self._inputs(step))
             except StepFailed as exc:
@@ -138,7 +145,8 @@ class LocalRunner:
             current = todo.pop()
             if current not in seen:
                 seen.add(current)
-                self.state.update_step(current, status="pending", attempts=0, error=None)
+                self.state.update_step(current, status="pending", attempts=0, error=None, reason=None,
+                                       duration_s=None)
                 todo += self.graph.downstream(current)
 
     def _drive(self) -> RunState:
@@ -184,7 +192,7 @@ class LocalRunner:
                         if len(running) >= self.max_parallel:
                             break
                         self.state.update_step(name, status="running", started_at=time.time())
-                        self.report(name, "running", {})
+                        self.report(name, "running", {"log": str(self.state.path.parent / name / "log.txt")})
                         running[pool.submit(self._execute, name)] = name
                 if not running:
                     break
@@ -245,39 +253,37 @@ class LocalRunner:
             self._finish(name, "failed", started, error=f"internal error: {exc!r} (see {log_path})")
         self.tracker.step_finished(name, self.state.step(name), params, log_path)
 
-    def _execute_in(self, step: Any, ctx: StepContext, started: float) -> None:
-        is_script = hasattr(step, "local_output_dirs")
-        inputs: dict[str, Path] = self._inputs(step) if is_script else {}
-        cache_cfg = (step.cache or self.spec.defaults.cache) if is_script else None
+    def _execute_in(self, step: Step, ctx: StepContext, started: float) -> None:
         key = None
-        if is_script:
-            payload = self._cache_payload(step, ctx, inputs)
+        if step.runs_script:  # staged inputs; a cache keyed on code, resolved config and input content
+            ctx.inputs = self._inputs(step)
+            payload = self._cache_payload(step, ctx, ctx.inputs)
             self.state.update_step(step.name, code_hash=payload["code"], input_digests=payload["inputs"])
-        if cache_cfg is not None and cache_cfg.enabled:
-            key = StepCache.key(payload)
+            cache_cfg = step.settled_cache()
+            key = StepCache.key(payload) if cache_cfg.enabled else None
+        if key is not None:
             # --no-cache skips reuse but still records the fresh outputs for later runs
             targets = step.local_output_dirs(ctx.step_dir)
             entry = self.cache.fetch(key, cache_cfg.expire_after, targets, ctx.run_dir) if self.use_cache else None
             if entry is not None:
                 self._finish(step.name, "cached", started, cache_key=key, metrics=entry.get("metrics"),
-                             **_recorded(targets, entry["output_digests"]))
+                             cached_from=entry.get("run_id"), **_recorded(targets, entry["output_digests"]))
                 return
-        retry = step.retry or self.spec.defaults.retry
-        result = self._attempts(step, ctx, inputs, retry)
+        result = self._attempts(step, ctx, step.settled_retry())
         recorded = _recorded(result.outputs)
         if key is not None:
             self.cache.store(key, result.outputs, recorded["output_digests"],
-                             {"step": step.name, "metrics": result.metrics})
+                             {"step": step.name, "metrics": result.metrics, "run_id": self.state.data["run_id"]})
         self._finish(step.name, "succeeded", started, cache_key=key, metrics=result.metrics, **recorded,
                      note=result.note, skip=result.skip)
         self._skip_all(result.skip, f"branch not taken ({step.name}: {result.note})")
 
-    def _attempts(self, step: Any, ctx: StepContext, inputs: dict[str, Path], retry: Any) -> LocalResult:
+    def _attempts(self, step: Step, ctx: StepContext, retry: Retry) -> LocalResult:
         delay = retry.backoff_s
         for attempt in range(1, retry.attempts + 1):
             self.state.update_step(step.name, attempts=attempt)
             try:
-                return step.run_local(ctx, inputs)
+                return step.run_local(ctx)
             except StepFailed as exc:
                 ctx.log(f"[sagepipe] attempt {attempt}/{retry.attempts} failed: {exc}")
                 if attempt == retry.attempts or self.processes.cancelled.is_set():
@@ -324,9 +330,9 @@ class LocalRunner:
             value = value[part]
         return value
 
-    def _inputs(self, step: Any) -> dict[str, Path]:
+    def _inputs(self, step: Step) -> dict[str, Path]:
         found = {}
-        for name, value in step.inputs.items():
+        for name, value in step.input_values().items():
             resolved = resolve(value, self._lookup)
             if resolved in ("", None):
                 continue
@@ -340,8 +346,8 @@ class LocalRunner:
             found[name] = path.resolve()
         return found
 
-    def _cache_payload(self, step: Any, ctx: StepContext, inputs: dict[str, Path]) -> dict[str, Any]:
-        return {"type": step.type, "code": self._code_hash(step.code), "config": step.local_fingerprint(ctx),
+    def _cache_payload(self, step: Step, ctx: StepContext, inputs: dict[str, Path]) -> dict[str, Any]:
+        return {"type": step.type, "code": self._code_hash(step.code_path() or ""), "config": step.local_fingerprint(ctx),
                 "inputs": self._input_digests(inputs)}
 
     def _input_digests(self, inputs: dict[str, Path]) -> dict[str, str | None]:
@@ -386,7 +392,7 @@ class LocalRunner:
 def _tracked_params(step: Any, ctx: StepContext) -> dict[str, Any]:
     """What a step ran with (its resolved config), as recorded in MLflow."""
     try:
-        return step.local_fingerprint(ctx) if hasattr(step, "local_fingerprint") else {}
+        return step.local_fingerprint(ctx)
     except StepFailed:
         return {}
 

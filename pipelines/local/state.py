@@ -11,15 +11,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.fsutil import atomic_write_json
+from pipelines.errors import EXIT_UNAVAILABLE, UserError
+from pipelines.fsutil import atomic_write_json, held_by_another
 
 TERMINAL = {"succeeded", "cached", "failed", "skipped", "interrupted"}
 DONE_OK = {"succeeded", "cached"}
 LOCK = "lock"
 
 
-class RunUnavailable(Exception):
-    """A run folder this process cannot use: its state cannot be written, or another process runs it."""
+class RunUnavailable(UserError):
+    """A run folder this process cannot use: its state cannot be written, or another process runs it (exit 4)."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class RunState:
@@ -37,7 +40,7 @@ class RunState:
 
     @classmethod
     def create(cls, run_dir: Path, header: dict[str, Any], step_names: list[str]) -> "RunState":
-        data = {**header, "status": "running", "started_at": time.time(), "ended_at": None,
+        data = {**header, "status": "running", "started_at": time.time(), "ended_at": None, "order": step_names,
                 "steps": {name: {"status": "pending", "attempts": 0} for name in step_names}}
         state = cls(run_dir / "state.json", data)
         state.save()
@@ -46,7 +49,7 @@ class RunState:
     @classmethod
     def load(cls, run_dir: Path) -> "RunState":
         """The recorded state; a run that says `running` while nobody holds its lock reads as interrupted."""
-        return cls(run_dir / "state.json", settled(json.loads((run_dir / "state.json").read_text()), run_dir))
+        return cls(run_dir / "state.json", read_state(run_dir))
 
     def step(self, name: str) -> dict[str, Any]:
         return self.data["steps"][name]
@@ -129,17 +132,7 @@ class RunLock:
 
 
 def is_locked(run_dir: Path) -> bool:
-    try:
-        fd = os.open(run_dir / LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
+    return held_by_another(run_dir / LOCK)
 
 
 def settled(data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -152,13 +145,24 @@ def settled(data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return data
 
 
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """A run's recorded state, settled, with its steps in pipeline order (the file keeps keys sorted)."""
+    data = settled(json.loads((run_dir / "state.json").read_text()), run_dir)
+    steps = data.get("steps", {})
+    order = [n for n in data.get("order") or [] if n in steps]
+    if not order:  # a run recorded before the order was kept: the order its steps started in
+        order = sorted(steps, key=lambda n: (steps[n].get("started_at") or float("inf"), n))
+    data["steps"] = {name: steps[name] for name in order + sorted(set(steps) - set(order))}
+    return data
+
+
 def list_runs(runs_root: Path) -> list[dict[str, Any]]:
     """Every recorded run, newest first (unreadable state files are skipped)."""
     runs = []
     if runs_root.is_dir():
         for folder in runs_root.iterdir():
             try:
-                runs.append(settled(json.loads((folder / "state.json").read_text()), folder))
-            except (OSError, ValueError):
+                runs.append(read_state(folder))
+            except (OSError, ValueError, AttributeError, TypeError):
                 continue
     return sorted(runs, key=lambda r: r.get("started_at") or 0, reverse=True)

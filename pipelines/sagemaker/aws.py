@@ -11,11 +11,9 @@ import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from pipelines.errors import AwsError
+
 TERMINAL = {"Succeeded", "Failed", "Stopped"}
-
-
-class AwsError(Exception):
-    """An AWS call that failed for a reason a person can fix (credentials, permissions, throttling)."""
 
 
 def client(service: str, region: str) -> Any:

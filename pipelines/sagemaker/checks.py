@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from pipelines.errors import ConfigError, Problem, did_you_mean
 from pipelines.refs import ParamRef, refs_in
+from pipelines.spec import PipelineSpec
 
 # Instance families SageMaker offers for training, processing and hosting, with their sizes.
 _SIZES = ("medium", "large", "xlarge", "2xlarge", "4xlarge", "8xlarge", "9xlarge", "12xlarge", "16xlarge",
@@ -20,7 +21,7 @@ ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-def check_cloud_config(spec: Any) -> None:
+def check_cloud_config(spec: PipelineSpec) -> None:
     """Raise ConfigError listing every problem that would stop this pipeline on SageMaker."""
     overlay = _overlay_file(spec)
     problems = list(check_account(spec, overlay))
@@ -31,11 +32,11 @@ def check_cloud_config(spec: Any) -> None:
         raise ConfigError(problems)
 
 
-def _overlay_file(spec: Any) -> str:
+def _overlay_file(spec: PipelineSpec) -> str:
     return str(Path(spec.source_file).parent / "env" / f"{spec.env}.yaml")
 
 
-def check_account(spec: Any, overlay: str) -> Iterator[Problem]:
+def check_account(spec: PipelineSpec, overlay: str) -> Iterator[Problem]:
     settings = spec.settings.sagemaker
     if spec.env == "local" and not settings:
         yield Problem(overlay, None, "--env", "the local env has no AWS settings; compile a cloud env, "
@@ -57,19 +58,19 @@ def check_account(spec: Any, overlay: str) -> Iterator[Problem]:
         yield Problem(overlay, None, "sagemaker.region", "missing: the AWS region, e.g. us-east-1")
 
 
-def check_instance_types(spec: Any) -> Iterator[Problem]:
+def check_instance_types(spec: PipelineSpec) -> Iterator[Problem]:
     for step in spec.steps:
-        resources = getattr(step, "resources", None) or spec.defaults.resources
-        kind = resources.instance_type
-        if kind not in INSTANCE_TYPES:
+        resources = step.settled_resources()  # None: a step that runs no job
+        kind = resources.instance_type if resources else None
+        if kind is not None and kind not in INSTANCE_TYPES:
             yield Problem(spec.source_file, None, f"steps.{step.name}.resources.instance_type",
                           f"'{kind}' is not a SageMaker instance type{did_you_mean(kind, INSTANCE_TYPES)}")
 
 
-def check_cloud_inputs(spec: Any, overlay: str) -> Iterator[Problem]:
+def check_cloud_inputs(spec: PipelineSpec, overlay: str) -> Iterator[Problem]:
     """A step input must be an S3 URI, another step's output, or a file in the repository."""
     for step in spec.steps:
-        for name, value in (getattr(step, "inputs", None) or {}).items():
+        for name, value in step.input_values().items():
             where = f"steps.{step.name}.inputs.{name}"
             for ref in refs_in(value):
                 if isinstance(ref, ParamRef):
@@ -85,7 +86,7 @@ def check_cloud_inputs(spec: Any, overlay: str) -> Iterator[Problem]:
                                                                  "file in the repository")
 
 
-def check_nested_conditions(spec: Any) -> Iterator[Problem]:
+def check_nested_conditions(spec: PipelineSpec) -> Iterator[Problem]:
     """SageMaker takes no ConditionStep inside another one's IfSteps/ElseSteps."""
     for step in spec.steps:
         for branch, targets in step.branch_targets().items():

@@ -23,15 +23,11 @@ def compile_command(spec: Any, output: str | None) -> int:
 
 
 def compile_pipeline_or_explain(spec: Any) -> Any:
-    """compile_pipeline, with a step that cannot be expressed on SageMaker reported as a config error."""
-    from pipelines.errors import ConfigError, Problem
+    """compile_pipeline: what SageMaker cannot express is a ConfigError naming the step and field (raised by the
+    step type or the compiler); any other exception is a defect and keeps its traceback."""
     from pipelines.sagemaker.compiler import compile_pipeline
 
-    try:
-        compiled = compile_pipeline(spec)
-    except ValueError as exc:
-        raise ConfigError([Problem(spec.source_file, None, "", str(exc))]) from None
-    return compiled
+    return compile_pipeline(spec)
 
 
 def upsert_command(spec: Any) -> int:
@@ -60,11 +56,12 @@ def start_command(spec: Any, given: list[str], wait: bool, as_json: bool) -> int
 
 
 def status_command(arn: str, wait: bool, as_json: bool) -> int:
+    from pipelines.errors import UsageError
     from pipelines.sagemaker import aws
 
     if not arn.startswith("arn:aws") or ":pipeline/" not in arn:
-        raise aws.AwsError(f"'{arn}' is not a pipeline execution ARN "
-                           "(arn:aws:sagemaker:<region>:<account>:pipeline/<name>/execution/<id>)")
+        raise UsageError(f"'{arn}' is not a pipeline execution ARN "
+                         "(arn:aws:sagemaker:<region>:<account>:pipeline/<name>/execution/<id>)")
     shown = lambda s: print(f"{s['status']}: {s['arn']}", file=sys.stderr)  # noqa: E731
     status = aws.wait(arn, report=shown if not as_json else None) if wait else aws.describe(arn)
     if as_json:

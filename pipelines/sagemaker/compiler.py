@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import ConfigError, Problem
 from pipelines.graph import Graph
 from pipelines.refs import MetricRef, OutputRef, ParamRef, Template
-from pipelines.spec import PipelineSpec
-
-FRAMEWORK_IMAGE = {"framework": "sklearn", "version": "1.2-1"}
-# Serves any model whose archive carries code/inference.py (+ code/requirements.txt), as ours do.
-INFERENCE_IMAGE = {"framework": "pytorch", "version": "2.6.0", "py_version": "py312", "scope": "inference"}
+from pipelines.spec import FrameworkImage, PipelineSpec, Resources
+from pipelines.step_api import Step
 
 
 @dataclass
@@ -41,7 +39,8 @@ class Compiled:
 
 @dataclass
 class CompileContext:
-    """What a step type needs to build its SDK step: session, account settings, references."""
+    """What a step type needs to build its SDK step: session, account settings, references (the
+    CompileContext protocol of pipelines/step_api.py)."""
 
     spec: PipelineSpec
     session: Any
@@ -89,8 +88,8 @@ class CompileContext:
         return resolved if hasattr(resolved, "expr") else str(resolved)
 
     def output_property(self, ref: OutputRef) -> Any:
-        step = self.spec.step(ref.step)
-        return step.sagemaker_output(self.steps[ref.step], ref.output)
+        """The step type says which property of its compiled form holds the output."""
+        return self.spec.step(ref.step).sagemaker_output(self.steps[ref.step], ref.output)
 
     def execution_uri(self, *parts: Any) -> Any:
         """`s3://<bucket>/<pipeline>/<execution id>/<parts...>`: where one execution writes (the SDK's own
@@ -106,8 +105,9 @@ class CompileContext:
         try:
             return self.property_files[step]
         except KeyError:
-            raise ValueError(f"step '{step}' declares no metrics report; only evaluation steps have metrics") \
-                from None
+            raise ConfigError([Problem(self.spec.source_file, None, f"steps.{step}",
+                                       f"step '{step}' declares no metrics report here; only evaluation steps "
+                                       "have metrics")]) from None
 
     # --- inputs, images, shared step settings --------------------------------------------------
     def input_source(self, value: Any) -> Any:
@@ -128,40 +128,41 @@ class CompileContext:
             self.staged[str(path)] = f"s3://{self.bucket}/{prefix}" + (f"/{path.name}" if path.is_file() else "")
         return self.staged[str(path)]
 
-    def image(self, step: Any) -> str:
-        """The step's image, the pipeline default, or the SDK's scikit-learn framework image."""
-        chosen = getattr(step, "image", None) or self.spec.defaults.image
-        return chosen or self.framework_image(step, FRAMEWORK_IMAGE, self.resources(step).instance_type)
-
-    def framework_image(self, step: Any, default: dict[str, str], instance_type: str) -> str:
-        """A framework image the SDK knows (default, or the step's sagemaker.framework_image)."""
+    def framework_image(self, step: str, default: dict[str, str], instance_type: str,
+                        override: FrameworkImage | None = None) -> str:
+        """A framework image the SDK knows: default, with what the step's sagemaker.framework_image sets."""
         from sagemaker.core import image_uris
 
-        framework = {**default, **(getattr(step, "sagemaker", {}) or {}).get("framework_image", {})}
+        framework = override.over(default) if override else default
         try:
             return image_uris.retrieve(framework["framework"], region=self.region, version=str(framework["version"]),
                                        py_version=framework.get("py_version", "py3"),
                                        image_scope=framework.get("scope"), instance_type=instance_type)
         except ValueError as exc:
-            raise ValueError(f"step '{step.name}': no {framework['framework']} {framework['version']} image for "
-                             f"{instance_type} in {self.region} ({exc}); set image: or "
-                             "sagemaker.framework_image") from None
+            raise ConfigError([Problem(self.spec.source_file, None, f"steps.{step}.sagemaker.framework_image",
+                                       f"no {framework['framework']} {framework['version']} image for "
+                                       f"{instance_type} in {self.region} ({exc}); set image: or "
+                                       "sagemaker.framework_image")]) from None
 
-    def resources(self, step: Any) -> Any:
-        return getattr(step, "resources", None) or self.spec.defaults.resources
+    def resources(self, step: Step) -> Resources:
+        """The compute a job step runs on (settled at load: its own, else the pipeline default)."""
+        resources = step.settled_resources()
+        if resources is None:
+            raise step.config_error("resources", f"a {step.type} step runs no job")
+        return resources
 
-    def cache_config(self, step: Any) -> Any:
+    def cache_config(self, step: Step) -> Any:
         from sagemaker.mlops.workflow.steps import CacheConfig
 
-        cache = step.cache or self.spec.defaults.cache
+        cache = step.settled_cache()
         return CacheConfig(enable_caching=cache.enabled, expire_after=cache.expire_after)
 
-    def retry_policies(self, step: Any, job: bool = True) -> list[Any]:
+    def retry_policies(self, step: Step, job: bool = True) -> list[Any]:
         """Local retries as SageMaker retry policies: job failures (job steps) and service faults."""
         from sagemaker.mlops.workflow.retry import (SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy,
                                                      StepExceptionTypeEnum, StepRetryPolicy)
 
-        retry = step.retry or self.spec.defaults.retry
+        retry = step.settled_retry()
         if retry.attempts <= 1:
             return []
         common = {"interval_seconds": max(1, int(retry.backoff_s)), "backoff_rate": retry.backoff_rate,
@@ -174,7 +175,7 @@ class CompileContext:
                                  SageMakerJobExceptionTypeEnum.CAPACITY_ERROR], **common))
         return policies
 
-    def depends_on(self, step: Any) -> list[str] | None:
+    def depends_on(self, step: Step) -> list[str] | None:
         return list(step.depends_on) or None
 
     def kms_key(self) -> str | None:
@@ -232,7 +233,6 @@ def compile_pipeline(spec: PipelineSpec) -> Compiled:
 
 def refuse_what_the_service_refuses(spec: PipelineSpec, definition: dict[str, Any]) -> None:
     """Raise ConfigError for what CreatePipeline would reject (pipelines/sagemaker/definition_checks.py)."""
-    from pipelines.errors import ConfigError, Problem
     from pipelines.sagemaker.definition_checks import check_definition
 
     findings = check_definition(definition)
@@ -258,11 +258,11 @@ def _compile_steps(spec: PipelineSpec, cc: CompileContext) -> list[Any]:
     """Every step in graph order; conditions last, as they hold their branches' step objects."""
     order = Graph(spec).topological()
     conditions = [n for n in order if spec.step(n).branch_targets()]
-    for name in order:
-        if name not in conditions:
+    for name in [n for n in order if n not in conditions] + conditions[::-1]:  # inner conditions before outer
+        try:
             cc.steps[name] = spec.step(name).compile_sagemaker(cc)
-    for name in reversed(conditions):  # an inner condition is built before the one that holds it
-        cc.steps[name] = spec.step(name).compile_sagemaker(cc)
+        except ConfigError as exc:  # a step type names the field; the file is the pipeline's
+            raise ConfigError([replace(p, file=p.file or spec.source_file) for p in exc.problems]) from None
     top_level: list[Any] = []
     for name in order:
         compiled = cc.steps[name]

@@ -36,7 +36,7 @@ def offline_session(region: str, bucket: str) -> Iterator[tuple[Any, Any]]:
     try:
         from moto import mock_aws
 
-        with mock_aws():
+        with shared_botocore_loader(), mock_aws():
             import boto3
 
             boto = boto3.Session(region_name=region)
@@ -47,32 +47,60 @@ def offline_session(region: str, bucket: str) -> Iterator[tuple[Any, Any]]:
             for name in ("sagemaker", "sagemaker.config", "botocore", "boto3"):  # set again: imports reset them
                 logging.getLogger(name).setLevel(logging.ERROR)
 
-            session = PipelineSession(boto_session=boto, default_bucket=bucket, sagemaker_config=SDK_DEFAULTS)
-            with _validate_config_once():
+            with _schema_checked_once():
+                session = PipelineSession(boto_session=boto, default_bucket=bucket, sagemaker_config=SDK_DEFAULTS)
                 yield session, s3
     finally:
         restore_environ(saved)
 
 
 @contextmanager
-def _validate_config_once() -> Iterator[None]:
-    """The SDK re-validates its defaults config (schema check included) on every lookup, ~70 times per
-    compile at ~0.1 s each; our config never changes, so each distinct one is validated once."""
-    import json
+def _schema_checked_once() -> Iterator[None]:
+    """The SDK validates its defaults config ~70 times per compile through jsonschema.validate, which first checks
+    the SDK's whole schema against the metaschema (~0.2 s) and then the config (milliseconds). Here each schema
+    is checked once and every config is still validated against it."""
     from unittest import mock
 
-    from sagemaker.core.config.config_manager import SageMakerConfig
+    import jsonschema
 
-    original = SageMakerConfig.validate_sagemaker_config
-    seen: set[str] = set()
+    original = jsonschema.validate
+    checked: dict[int, Any] = {}
 
-    def validate_once(sagemaker_config: dict | None = None) -> None:
-        key = json.dumps(sagemaker_config, sort_keys=True, default=str)
-        if key not in seen:
-            original(sagemaker_config)
-            seen.add(key)
+    def validate(instance: Any, schema: Any, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs:
+            return original(instance, schema, *args, **kwargs)
+        if id(schema) not in checked:
+            kind = jsonschema.validators.validator_for(schema)
+            kind.check_schema(schema)
+            checked[id(schema)] = kind(schema)
+        error = jsonschema.exceptions.best_match(checked[id(schema)].iter_errors(instance))
+        if error is not None:
+            raise error
+        return None
 
-    with mock.patch.object(SageMakerConfig, "validate_sagemaker_config", staticmethod(validate_once)):
+    with mock.patch.object(jsonschema, "validate", validate):
+        yield
+
+
+@contextmanager
+def shared_botocore_loader() -> Iterator[None]:
+    """Every botocore session made in the block shares one data loader. The SDK makes several sessions per
+    compile (and emulate more), and each would parse the service models again (sagemaker's alone is ~0.3 s)
+    and the endpoint data on every image lookup; the files are the same, so they are parsed once."""
+    import botocore.loaders
+    import botocore.session
+    from unittest import mock
+
+    create = botocore.loaders.create_loader
+    loaders: dict[str | None, Any] = {}
+
+    def shared(search_path_string: str | None = None) -> Any:
+        if search_path_string not in loaders:
+            loaders[search_path_string] = create(search_path_string)
+        return loaders[search_path_string]
+
+    with mock.patch.object(botocore.loaders, "create_loader", shared), \
+            mock.patch.object(botocore.session, "create_loader", shared):
         yield
 
 

@@ -66,6 +66,7 @@ def _import_inference(code_dir: Path) -> Any:
     if str(code_dir) not in sys.path:
         sys.path.insert(0, str(code_dir))  # inference.py imports its neighbours (schema, features)
     spec = importlib.util.spec_from_file_location(name, code_dir / "inference.py")
+    assert spec is not None and spec.loader is not None  # a .py path always has a spec and a loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipelines.registry import RegistryError
+from pipelines.errors import UsageError
 
 
 def serve_command(target: str, env: str, state_root: Path, port: int, workers: int) -> int:
@@ -26,9 +26,9 @@ def transform_command(target: str, env: str, state_root: Path, source: str, outp
 
     source_path, target_path = Path(source), Path(output)
     if not source_path.is_file():
-        raise RegistryError(f"input {source} does not exist (a .csv with a header row, or a .parquet file)")
+        raise UsageError(f"input {source} does not exist (a .csv with a header row, or a .parquet file)")
     if target_path.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise RegistryError(f"output {output}: name it .csv or .parquet")
+        raise UsageError(f"output {output}: name it .csv or .parquet")
     record = json.loads(resolve(target, open_for_env(env, state_root), state_root).read_text())
     inference = _import_inference(Path(record["code_dir"]))
     model = inference.model_fn(record["model_dir"])
@@ -38,6 +38,6 @@ def transform_command(target: str, env: str, state_root: Path, source: str, outp
         count = transform(model, float(record["threshold"]), source_path, target_path, rows,
                           progress=sys.stderr.isatty())
     except inference.InputError as exc:
-        raise RegistryError(f"{source}: {exc}") from None
+        raise UsageError(f"{source}: {exc}") from None
     print(f"wrote {count:,} rows to {output}", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import UsageError
 from pipelines.fsutil import atomic_write_json
 from pipelines.registry import RegistryError
 from pipelines.serving.limits import HEADER_TIMEOUT_S
@@ -61,14 +62,14 @@ def resolve(target: str, registry: Any, state_root: Path) -> Path:
     group, _, which = target.partition("@")
     which = which or "approved"
     if which == "approved":
-        package = registry.latest(group, "Approved")
+        package = registry.approved(group)
         if package is None:
             raise RegistryError(f"{group} has no approved version; approve one with: "
                                 f"sagepipe models approve {group} VERSION")
     elif which.isdigit():
         package = registry.show(group, int(which))
     else:
-        raise RegistryError(f"'{target}': after @ comes a version number or 'approved'")
+        raise UsageError(f"'{target}': after @ comes a version number or 'approved'")
     name = f"{group}-{which}"
     record = endpoint_record(package, registry, name, f"sagepipe serve {target}",
                              follow="approved" if which == "approved" else None)

@@ -11,7 +11,7 @@ import time
 from contextlib import nullcontext
 from typing import Any, ContextManager
 
-from pipelines.registry import Registry
+from pipelines.registry.base import Registry
 from pipelines.sagemaker.aws import client, explained
 
 HISTORY_PREFIX = "sagepipe.history."
