@@ -2,7 +2,7 @@
 
 The expectations are Great Expectations' own (same names, same arguments, same result fields); this module
 checks them with pyarrow compute in well under a second where importing GX alone takes about 5 s.
-`tests/test_data_quality.py` holds both checkers to the same verdicts and messages.
+`tests/model_code/test_data_quality.py` holds both checkers to the same verdicts and messages.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The same suite checked by Great Expectations 1.x on pandas frames (opt-in: DATA_QUALITY_ENGINE=great_expectations).
 
-Kept as the reference the Arrow checker is held to (tests/test_data_quality.py); importing GX takes about 5 s,
-so the pipeline uses it only when asked. Its results come back as the same rows as dq_checks.validate_tables.
+Kept as the reference the Arrow checker is held to (tests/model_code/test_data_quality.py); importing GX takes
+about 5 s, so the pipeline uses it only when asked. Its results come back as the same rows as dq_checks.validate_tables.
 """
 
 from __future__ import annotations

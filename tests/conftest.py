@@ -7,13 +7,31 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipelines.netutil import free_port  # noqa: F401  (re-exported for the tests)
 
+# Paths every test module takes from here, never from its own __file__, so a module can move between folders.
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data" / "insurance-claims"
+FIXTURES = REPO / "tests" / "fixtures"
+GOLDEN = REPO / "tests" / "golden"
+SHARED = REPO.parent / "shared"
+SHARED_DATA = SHARED / "data" / "insurance-claims"
+CHECKER = SHARED / "reference" / "check_definitions.py"
+
+
+STRAY = ("mlflow.db", "mlruns", "mlartifacts")  # what MLflow writes into the working folder without a store URI
+
+
+@pytest.fixture(autouse=True, scope="session")
+def nothing_written_into_the_repository() -> Any:
+    """The suite leaves no MLflow store or artifacts in the repository (a test must keep them in its tmp_path)."""
+    before = {name for name in STRAY if (REPO / name).exists()}
+    yield
+    added = sorted(name for name in STRAY if (REPO / name).exists() and name not in before)
+    assert not added, f"the tests left {added} in {REPO}: keep MLflow stores and artifacts under tmp_path"
 
 
 @pytest.fixture
@@ -52,7 +70,7 @@ def make_project(folder: Path, name: str, pipeline: str, envs: dict[str, str], s
     (folder / "configs" / "env").mkdir(parents=True)
     (folder / "pyproject.toml").touch()
     for script in scripts:
-        shutil.copy(REPO / "tests" / "fixtures" / "scripts" / script, folder / "scripts" / script)
+        shutil.copy(FIXTURES / "scripts" / script, folder / "scripts" / script)
     for relative, text in (files or {}).items():
         (folder / relative).write_text(text)
     for env, text in envs.items():

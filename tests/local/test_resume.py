@@ -14,9 +14,9 @@ from pipelines.errors import ConfigError
 from pipelines.loader import load_pipeline
 from pipelines.local.runner import LocalRunner
 from pipelines.local.state import RunState
-from tests.conftest import REPO, run_cli
+from tests.conftest import FIXTURES, run_cli
 
-SCRIPTS = REPO / "tests" / "fixtures" / "scripts"
+SCRIPTS = FIXTURES / "scripts"
 PIPELINE = """
 name: resumable
 parameters:

@@ -14,7 +14,7 @@ import yaml
 from pipelines.sagemaker import aws as aws_api
 from pipelines.sagemaker.commands import status_command
 from tests.conftest import REPO
-from tests.test_aws import REGION, aws, moto_server  # noqa: F401  (fixtures)
+from tests.sagemaker.test_aws import REGION, aws, moto_server  # noqa: F401  (fixtures)
 
 MARKER = "echo 'make test ran (replaced by a marker in this test)'"
 PHASES = ("install", "pre_build", "build", "post_build")
@@ -88,7 +88,7 @@ def test_a_failed_execution_exits_non_zero(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_deploy_pipeline_prepares_every_stage_for_one_approved_package(build_env: dict, aws: dict,  # noqa: F811
                                                                            tmp_path: Path) -> None:
     """The deploy CodePipeline's prepare build (infra/cicd.yaml): dev, staging and prod get the same package."""
-    from tests.test_infra import cicd_template
+    from tests.sagemaker.test_infra import cicd_template
 
     sm = aws["sm"]
     sm.create_model_package_group(ModelPackageGroupName="fraud-detection")

@@ -13,10 +13,9 @@ import pytest
 
 from pipelines.errors import ConfigError
 from pipelines.loader import load_pipeline
-from tests.conftest import REPO, make_project, run_cli
-from tests.test_tuning import INFERENCE, TRAIN, aws_env, moto_server  # noqa: F401  (fixtures)
+from tests.conftest import CHECKER, make_project, run_cli
+from tests.tuning.test_tuning import INFERENCE, TRAIN, aws_env, moto_server  # noqa: F401  (fixtures)
 
-CHECKER = REPO.parent / "shared" / "reference" / "check_definitions.py"
 PIPELINE = """
 name: tiny-score
 parameters:

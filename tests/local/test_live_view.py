@@ -19,9 +19,9 @@ from pipelines import commands
 from pipelines.loader import load_pipeline
 from pipelines.local.progress import LineReporter, make_reporter
 from pipelines.local.runner import LocalRunner
-from tests.conftest import REPO, run_cli
+from tests.conftest import FIXTURES, run_cli
 
-GATED = REPO / "tests" / "fixtures" / "valid" / "gated.yaml"
+GATED = FIXTURES / "valid" / "gated.yaml"
 COLOUR = re.compile(r"\x1b\[[0-9;]*3[0-7]m")  # a foreground colour in an SGR sequence
 
 
@@ -110,7 +110,7 @@ def test_plain_lines_when_not_a_terminal() -> None:
 def _project(tmp_path: Path, script: str = "emit.py", arguments: str = "[--text, one]") -> Path:
     (tmp_path / "pyproject.toml").touch()
     (tmp_path / "scripts").mkdir(exist_ok=True)
-    shutil.copy(REPO / "tests" / "fixtures" / "scripts" / script, tmp_path / "scripts" / script)
+    shutil.copy(FIXTURES / "scripts" / script, tmp_path / "scripts" / script)
     path = tmp_path / "pipeline.yaml"
     path.write_text(f"name: tiny\nsteps:\n  - {{name: a, type: processing, code: scripts/{script}, "
                     f"arguments: {arguments}, outputs: [data]}}\n")

@@ -12,9 +12,9 @@ from pipelines import yamlsource
 from pipelines.errors import ConfigError
 from pipelines.graph import Graph
 from pipelines.loader import load_pipeline
-from tests.conftest import REPO, run_cli
+from tests.conftest import FIXTURES, run_cli
 
-INVALID = REPO / "tests" / "fixtures" / "invalid"
+INVALID = FIXTURES / "invalid"
 
 
 def _chain(folder: Path, steps: int, reverse: bool = True, closed: bool = False) -> Path:

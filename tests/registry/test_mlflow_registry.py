@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pipelines.registry.mlflow_backend import ALIAS, ARTIFACT_PATH, MlflowRegistry
-from tests.test_tracking import mlflow_server  # noqa: F401  (the real server fixture)
+from tests.tracking.test_tracking import mlflow_server  # noqa: F401  (the real server fixture)
 
 REPORT = {"binary_classification_metrics": {
     "auc": {"value": 0.8444301543332015, "standard_deviation": 0.0123},
@@ -25,6 +25,12 @@ TRANSFORM = {"version": 1, "numeric": ["injury_claim", "customer_age"], "liabili
              "categorical": {"incident_type": ["Parked Car", "Theft"], "policy_state": ["OH"]},
              "features": ["injury_claim", "customer_age", "liability_per_person", "liability_per_accident",
                           "incident_type", "policy_state"]}
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client falls back to ./mlflow.db and ./mlruns for what a test creates without a location."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "server"])
@@ -207,7 +213,7 @@ def test_versions_written_with_json_tags_still_read_and_change(tmp_path: Path) -
 def test_a_pipeline_run_registers_a_version_of_its_training_run(tmp_path: Path, home: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from tests.test_tracking import _models, _run, tracked_project
+    from tests.tracking.test_tracking import _models, _run, tracked_project
 
     folder = tracked_project(tmp_path / "project", "sqlite:///.sagepipe/mlflow.db")
     summary = _run(folder, home)

@@ -12,14 +12,14 @@ from pipelines.cli import main
 from pipelines.errors import ConfigError
 from pipelines.loader import load_pipeline
 from pipelines.sagemaker.definition_checks import check_definition
-from tests.conftest import REPO
+from tests.conftest import GOLDEN, REPO
 
-GOLDEN = REPO / "tests" / "golden" / "fraud-detection.dev.json"
+EXAMPLE = GOLDEN / "fraud-detection.dev.json"
 
 
 @pytest.fixture
 def definition() -> dict:
-    return json.loads(GOLDEN.read_text())
+    return json.loads(EXAMPLE.read_text())
 
 
 def _step(definition: dict, name: str) -> dict:
@@ -29,7 +29,7 @@ def _step(definition: dict, name: str) -> dict:
 
 
 def test_the_example_definitions_pass() -> None:
-    for golden in sorted((REPO / "tests" / "golden").glob("*.json")):
+    for golden in sorted(GOLDEN.glob("*.json")):
         assert check_definition(json.loads(golden.read_text())) == [], golden.name
 
 

@@ -17,9 +17,9 @@ from pipelines.loader import load_pipeline
 from pipelines.local.runner import LocalRunner
 from pipelines.local.state import RunState
 from pipelines.registry import LocalRegistry
-from tests.conftest import REPO, run_cli
+from tests.conftest import FIXTURES, run_cli
 
-EMIT = REPO / "tests" / "fixtures" / "scripts" / "emit.py"
+EMIT = FIXTURES / "scripts" / "emit.py"
 
 
 def write_pipeline(folder: Path, body: str) -> Path:
@@ -28,10 +28,10 @@ def write_pipeline(folder: Path, body: str) -> Path:
     if not scripts.exists():
         scripts.mkdir()
         for name in ("emit.py", "score.py"):
-            (scripts / name).write_text((REPO / "tests" / "fixtures" / "scripts" / name).read_text())
+            (scripts / name).write_text((FIXTURES / "scripts" / name).read_text())
         # a folder of its own: a script's cache key covers the Python files beside it
         (folder / "trainer").mkdir()
-        (folder / "trainer" / "train.py").write_text((REPO / "tests" / "fixtures" / "scripts" / "train.py").read_text())
+        (folder / "trainer" / "train.py").write_text((FIXTURES / "scripts" / "train.py").read_text())
     path = folder / "pipeline.yaml"
     path.write_text(body)
     return path
@@ -145,7 +145,7 @@ def test_failure_skips_downstream_and_resume_finishes(tmp_path: Path, home: Path
 
 
 def test_condition_branches(home: Path) -> None:
-    gated = REPO / "tests" / "fixtures" / "valid" / "gated.yaml"
+    gated = FIXTURES / "valid" / "gated.yaml"
     passed = LocalRunner(load_pipeline(gated), home).run()
     assert passed.status("register") == "succeeded" and passed.status("too-low") == "skipped"
     assert LocalRegistry(home / "registry").latest("gated-models")["status"] == "PendingManualApproval"
@@ -197,7 +197,7 @@ def test_runs_list_and_show(tmp_path: Path, home: Path) -> None:
 
 
 def test_graph_formats(home: Path) -> None:
-    gated = str(REPO / "tests" / "fixtures" / "valid" / "gated.yaml")
+    gated = str(FIXTURES / "valid" / "gated.yaml")
     mermaid = run_cli("graph", gated, home=home).stdout
     assert "s_gate -->|if_true| s_register" in mermaid
     dot = run_cli("graph", gated, "--format", "dot", home=home).stdout

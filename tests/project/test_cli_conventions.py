@@ -17,7 +17,7 @@ import pytest
 from pipelines.errors import ConfigError
 from pipelines.fsutil import atomic_write_text
 from pipelines.loader import load_pipeline
-from tests.conftest import REPO, run_cli
+from tests.conftest import FIXTURES, REPO, run_cli
 
 CLI = [sys.executable, "-m", "pipelines.cli"]
 CONFIG = "configs/fraud-detection.yaml"
@@ -50,11 +50,11 @@ def test_schema_accepts_every_shipped_pipeline_and_flags_typos(home: Path, tmp_p
     out = tmp_path / "pipeline.schema.json"
     assert run_cli("schema", "-o", str(out), home=home).returncode == 0
     validator = jsonschema.Draft202012Validator(json.loads(out.read_text()))
-    for config in sorted((REPO / "configs").glob("*.yaml")) + [REPO / "tests" / "fixtures" / "valid" / "gated.yaml"]:
+    for config in sorted((REPO / "configs").glob("*.yaml")) + [FIXTURES / "valid" / "gated.yaml"]:
         errors = [e.message for e in validator.iter_errors(yaml.safe_load(config.read_text()))]
         assert errors == [], (config, errors)
     for name in ("unknown_top_key", "unknown_type", "unknown_step_key"):
-        data = yaml.safe_load((REPO / "tests" / "fixtures" / "invalid" / f"{name}.yaml").read_text())
+        data = yaml.safe_load((FIXTURES / "invalid" / f"{name}.yaml").read_text())
         assert list(validator.iter_errors(data)), name
 
 

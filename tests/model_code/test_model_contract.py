@@ -22,9 +22,9 @@ from pipelines.loader import load_pipeline
 from pipelines.local.runner import LocalRunner
 from pipelines.model_archive import ModelArchiveError, model_folder
 from pipelines.registry import LocalRegistry
-from tests.conftest import REPO, run_cli
+from tests.conftest import FIXTURES, REPO, run_cli
 
-GATED = REPO / "tests" / "fixtures" / "valid" / "gated.yaml"
+GATED = FIXTURES / "valid" / "gated.yaml"
 EVALUATE = REPO / "model_code" / "evaluate.py"
 
 

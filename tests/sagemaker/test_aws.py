@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, run_cli
+from tests.conftest import GOLDEN, free_port, run_cli
 
 CONFIG = "configs/fraud-detection.yaml"
 REGION, BUCKET = "us-east-1", "sagepipe-dev-artifacts"  # configs/env/dev.yaml
@@ -69,7 +69,7 @@ def test_upsert_start_status_and_list_executions(aws: dict, home: Path) -> None:
     keys = [o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert keys and all(k.startswith("fraud-detection/artifacts/") for k in keys)
     stored = json.loads(aws["sm"].describe_pipeline(PipelineName="fraud-detection")["PipelineDefinition"])
-    golden = json.loads((REPO / "tests" / "golden" / "fraud-detection.dev.json").read_text())
+    golden = json.loads((GOLDEN / "fraud-detection.dev.json").read_text())
     assert stored == golden
     again = _cli(home, "upsert", CONFIG, "--env", "dev")
     assert again.returncode == 0 and "updated pipeline" in again.stdout and "code: 0 new" in again.stdout

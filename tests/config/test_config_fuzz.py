@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from pipelines.errors import ConfigError
 from pipelines.loader import load_pipeline
-from tests.conftest import REPO
+from tests.conftest import FIXTURES, REPO
 
-BASE = yaml.safe_load((REPO / "tests" / "fixtures" / "valid" / "gated.yaml").read_text())
+BASE = yaml.safe_load((FIXTURES / "valid" / "gated.yaml").read_text())
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
                  st.text(max_size=12), st.just("${steps.nope.outputs.x}"), st.just("${params.}"),
                  st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),

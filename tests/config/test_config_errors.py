@@ -9,9 +9,9 @@ import pytest
 
 from pipelines.errors import ConfigError
 from pipelines.loader import load_pipeline
-from tests.conftest import REPO, run_cli
+from tests.conftest import FIXTURES, REPO, run_cli
 
-INVALID = sorted((REPO / "tests" / "fixtures" / "invalid").glob("*.yaml"))
+INVALID = sorted((FIXTURES / "invalid").glob("*.yaml"))
 
 
 def _header(path: Path) -> tuple[str, int]:
@@ -37,7 +37,7 @@ def test_invalid_fixture_names_file_line_and_problem(fixture: Path) -> None:
                                   "environment_name", "yaml_alias_bomb", "yaml_recursive_alias", "yaml_too_deep",
                                   "yaml_bad_timestamp"])
 def test_cli_exits_2_without_traceback(name: str, home: Path) -> None:
-    fixture = REPO / "tests" / "fixtures" / "invalid" / f"{name}.yaml"
+    fixture = FIXTURES / "invalid" / f"{name}.yaml"
     done = run_cli("validate", str(fixture), home=home)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr + done.stdout

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
-from tests.test_aws import REGION, moto_server  # noqa: F401  (fixture)
+from tests.conftest import FIXTURES, REPO, run_cli
+from tests.sagemaker.test_aws import REGION, moto_server  # noqa: F401  (fixture)
 
 BUCKET = "emulate-tests"
 WRITE = """import argparse, pathlib
@@ -249,7 +249,7 @@ def test_a_definition_written_with_the_sdk_runs_to_the_end(aws: dict, tmp_path: 
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAGEMAKER_VALIDATE_ROLE", "false")
     definition = tmp_path / "sdk-built.json"
-    definition.write_text(json.dumps(_sdk_pipeline(aws["s3"], REPO / "tests" / "fixtures" / "scripts")))
+    definition.write_text(json.dumps(_sdk_pipeline(aws["s3"], FIXTURES / "scripts")))
     code, summary, err = _emulate(tmp_path / "home", "--definition", str(definition))
     assert code == 0, err
     assert {s["name"]: s["status"] for s in summary["steps"]} == {

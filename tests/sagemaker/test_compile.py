@@ -13,10 +13,8 @@ import pytest
 
 from pipelines.loader import load_pipeline
 from pipelines.sagemaker.compiler import compile_pipeline
-from tests.conftest import REPO, make_project, run_cli
+from tests.conftest import CHECKER, GOLDEN, REPO, make_project, run_cli
 
-CHECKER = REPO.parent / "shared" / "reference" / "check_definitions.py"
-GOLDEN = REPO / "tests" / "golden"
 DEV = """
 tracking_uri: arn:aws:sagemaker:eu-west-1:111122223333:mlflow-tracking-server/team
 sagemaker:

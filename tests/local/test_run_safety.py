@@ -23,7 +23,7 @@ from pipelines.local.runner import LocalRunner
 from pipelines.local.state import RunState, RunUnavailable
 from steps.base import link_input
 from tests.conftest import run_cli
-from tests.test_runner import LINEAR, run, write_pipeline
+from tests.local.test_runner import LINEAR, run, write_pipeline
 
 NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner",
           "--inh-caps=-dac_override,-dac_read_search,-fowner", "--"]

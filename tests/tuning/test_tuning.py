@@ -16,9 +16,8 @@ import pytest
 from pipelines.errors import ConfigError
 from pipelines.loader import load_pipeline
 from pipelines.tuning import Range, Search, Trial, best_trial, median_rule_stops, objective_values, ranked
-from tests.conftest import REPO, make_project, run_cli
+from tests.conftest import CHECKER, REPO, make_project, run_cli
 
-CHECKER = REPO.parent / "shared" / "reference" / "check_definitions.py"
 # A training script in the container contract: its "score" peaks at x = 0.3; it prints the score `steps` times
 # (rising to its final value), saves model.json with its handlers (code/inference.py), and notes each run.
 TRAIN = '''import argparse, json, os, pathlib, shutil, sys, time
@@ -403,7 +402,7 @@ def test_what_a_tuning_step_cannot_be_on_sagemaker_is_refused_at_compile(change:
 
 
 # --- emulate ----------------------------------------------------------------------------------------
-from tests.test_aws import REGION, moto_server  # noqa: E402,F401  (fixture)
+from tests.sagemaker.test_aws import REGION, moto_server  # noqa: E402,F401  (fixture)
 
 
 @pytest.fixture
