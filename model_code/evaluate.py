@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from model_io import FraudModel, ModelArchiveError, open_model_dir
-from fraud_schema import LABEL
+from fraud_schema import BOTH_CLASSES_RULE, LABEL, one_class_only
 from tracking import Tracking
 
 ROOT = Path(os.environ.get("SAGEPIPE_PROCESSING_DIR", "/opt/ml/processing"))
@@ -66,12 +66,9 @@ def bootstrap_std_at_threshold(y: np.ndarray, p: np.ndarray, predicted: np.ndarr
 
 def check_test_data(y: np.ndarray, p: np.ndarray) -> None:
     """Both classes present and every score a finite probability, or ROC/PR AUC would be NaN or meaningless."""
-    positives = int((y == 1).sum())
-    if positives == 0 or positives == len(y):
-        raise EvaluationError(
-            f"the test split has {positives:,} {LABEL}=1 and {len(y) - positives:,} {LABEL}=0 rows; ROC AUC and "
-            f"PR AUC are undefined without both classes — preprocess requires both in every split "
-            f"(expectation suite: join_and_split.min_positives_per_split / min_negatives_per_split)")
+    counts = one_class_only(y, "test split")
+    if counts:
+        raise EvaluationError(f"{counts}; ROC AUC and PR AUC are undefined without both classes — {BOTH_CLASSES_RULE}")
     bad = int((~np.isfinite(p)).sum())
     if bad:
         raise EvaluationError(f"the model gave {bad:,} of {len(p):,} test rows a score that is not a finite number "

@@ -13,6 +13,16 @@ CUSTOMERS_COLUMNS = [
 ]
 LABEL = "fraud"
 KEY = "policy_id"
+BOTH_CLASSES_RULE = ("preprocess requires both in every split "
+                     "(expectation suite: join_and_split.min_positives_per_split / min_negatives_per_split)")
+
+
+def one_class_only(labels, where: str) -> str | None:
+    """'the <where> has N fraud=1 and M fraud=0 rows' when labels (a 0/1 array) lack a class, else None."""
+    positives = int((labels == 1).sum())
+    if 0 < positives < len(labels):
+        return None
+    return f"the {where} has {positives:,} {LABEL}=1 and {len(labels) - positives:,} {LABEL}=0 rows"
 
 CATEGORICAL = [
     "driver_relationship", "incident_type", "collision_type", "incident_severity", "authorities_contacted",

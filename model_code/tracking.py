@@ -172,7 +172,10 @@ class Tracking:
 
 
 def _wait_for_run_id(run_file: str | None, timeout: float = 600.0) -> str | None:
-    """The id sagepipe's background writer puts in run_file, waited for while a writer holds the run's journal."""
+    """The id sagepipe's background writer puts in run_file, waited for while a writer holds the run's journal.
+
+    The same wait as pipelines.tracking_journal.wait_for_run_id, written again here: this file runs in SageMaker
+    containers, where only model_code/ is shipped and `pipelines` cannot be imported."""
     import fcntl
 
     if not run_file:

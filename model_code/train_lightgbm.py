@@ -18,7 +18,7 @@ import numpy as np
 
 import features
 import model_io
-from fraud_schema import CATEGORICAL, LABEL
+from fraud_schema import BOTH_CLASSES_RULE, CATEGORICAL, LABEL, one_class_only
 from tracking import Tracking
 
 
@@ -56,12 +56,10 @@ def _read(channel: str, transform: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def check_both_classes(channel: str, labels: np.ndarray) -> None:
     """LightGBM's binary objective needs both classes to train, and validation AUC needs both to mean anything."""
-    positives = int((labels == 1).sum())
-    if positives == 0 or positives == len(labels):
-        raise TrainingDataError(
-            f"the {channel} channel has {positives:,} {LABEL}=1 and {len(labels) - positives:,} {LABEL}=0 rows; "
-            f"a fraud model needs both classes in train and validation — preprocess checks this "
-            f"(expectation suite: join_and_split.min_positives_per_split / min_negatives_per_split)")
+    counts = one_class_only(labels, f"{channel} channel")
+    if counts:
+        raise TrainingDataError(f"{counts}; a fraud model needs both classes in train and validation — "
+                                f"{BOTH_CLASSES_RULE}")
 
 
 def main() -> None:

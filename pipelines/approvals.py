@@ -123,7 +123,6 @@ def deploy(package: dict[str, Any], registry: Any, state_root: Path, trigger: st
     """Run the deploy steps for this group in the pipeline (and env) that registered the version."""
     from pipelines.errors import ConfigError
     from pipelines.loader import load_pipeline
-    from steps.deploy import DeployStep
 
     lineage = package.get("lineage") or {}
     config = lineage.get("config")
@@ -133,13 +132,7 @@ def deploy(package: dict[str, Any], registry: Any, state_root: Path, trigger: st
         spec = load_pipeline(config, lineage.get("env", "local"))
     except ConfigError as exc:
         return [f"no deployment: {config} no longer loads ({exc.problems[0] if exc.problems else exc})"]
-    targets = [s for s in spec.steps if isinstance(s, DeployStep) and s.model_group == package["group"]]
+    targets = [s for s in spec.steps if s.deployed_group() == package["group"]]
     if not targets:
         return [f"no deploy step for {package['group']} in {config}"]
-    done = []
-    for step in targets:
-        if not step.enabled:
-            done.append(f"{step.name}: deployment disabled in env {spec.env}")
-            continue
-        done.append(step.deploy_version(package, registry, state_root, trigger))
-    return done
+    return [step.deploy_approved(package, registry, state_root, trigger) for step in targets]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -75,7 +74,7 @@ def next_steps(state: Any, spec: Any, gate: dict[str, Any] | None) -> list[str]:
                 f"  (to change a parameter: sagepipe resume {run_id} --param KEY=VALUE)"]
     env = f" --env {data['env']}" if data.get("env") not in (None, "local") else ""
     todo = []
-    for group, version, approval in registered(state, spec):
+    for group, version, approval in registered(state):
         if approval == "PendingManualApproval":
             todo.append((f"sagepipe models approve {group} {version}{env}",
                          "approve the registered version (this deploys it)"))
@@ -88,15 +87,10 @@ def next_steps(state: Any, spec: Any, gate: dict[str, Any] | None) -> list[str]:
     return ["next:"] + [f"  {command:<{width}}   {why}" for command, why in todo]
 
 
-def registered(state: Any, spec: Any) -> list[tuple[str, str, str]]:
+def registered(state: Any) -> list[tuple[str, str, str]]:
     """(group, version, approval status) of each model version a register step of this run recorded."""
-    found = []
-    for name, step in state.data["steps"].items():
-        note = step.get("note") or ""
-        match = re.search(r"version (\d+)(?::| \()\s*(\w+)", note)
-        if step["status"] in DONE_OK and match and spec is not None and spec.step(name).type == "register":
-            found.append((spec.step(name).model_group, match.group(1), match.group(2)))
-    return found
+    return [(done["group"], str(done["version"]), done["status"]) for step in state.data["steps"].values()
+            if step["status"] in DONE_OK and (done := step.get("registered"))]
 
 
 def _text(value: Any) -> str:

@@ -24,12 +24,13 @@ S = TypeVar("S", bound="Step")
 
 @dataclass
 class LocalResult:
-    """What a step produced: output folders, a metrics report, a branch taken."""
+    """What a step produced: output folders, a metrics report, a branch taken, a model version registered."""
 
     outputs: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     skip: list[str] = field(default_factory=list)
     note: str = ""
+    registered: dict[str, Any] | None = None  # {group, version, status} of a register step
 
 
 @dataclass
@@ -166,6 +167,10 @@ class Step(StepSpec):
     def endpoint_request(self, pipeline: PipelineSpec, model_package_arn: str) -> dict[str, str] | None:
         """CloudFormation parameters of infra/endpoint.yaml serving one version, for a deploying step."""
         return None
+
+    def deploy_approved(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
+        """Serve an approved version locally (for a deploying step of its group); what was done, in words."""
+        raise NotImplementedError(f"step '{self.name}' ({self.type}) deploys nothing")
 
     # --- errors ---------------------------------------------------------------------------------
     def config_error(self, field_path: str, message: str) -> ConfigError:

@@ -9,7 +9,6 @@ that opens tracking (`run`, `resume`, `runs show`) writes it. The runner never i
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -254,15 +253,12 @@ def headline_record(spec: Any, data: dict[str, Any]) -> dict[str, dict[str, Any]
     for name in evaluated:
         for key, value in report_metrics(data["steps"][name]["metrics"]).items():
             metrics[key if len(evaluated) == 1 else f"{name}.{key}"] = value
-    for name, record in data["steps"].items():
-        step = steps.get(name)
-        if getattr(step, "type", None) != "register" or record.get("status") != "succeeded":
-            continue
-        found = re.search(r"version (\d+)", record.get("note") or "")
-        if found:
-            group = getattr(step, "model_group", "")
-            tags.update({"sagepipe.registered_model": group, "sagepipe.registered_version": found.group(1),
-                         "sagepipe.registered": f"{group} version {found.group(1)}"})
+    for record in data["steps"].values():
+        done = record.get("registered") if record.get("status") == "succeeded" else None
+        if done:
+            group, version = done["group"], str(done["version"])
+            tags.update({"sagepipe.registered_model": group, "sagepipe.registered_version": version,
+                         "sagepipe.registered": f"{group} version {version}"})
     return {"metrics": metrics, "tags": tags}
 
 

@@ -104,6 +104,11 @@ class DeployStep(Step):
         except RegistryError as exc:
             raise StepFailed(str(exc)) from None
 
+    def deploy_approved(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
+        if not self.enabled:
+            return f"{self.name}: deployment disabled in this environment"
+        return self.deploy_version(package, registry, state_root, trigger)
+
     def deploy_version(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
         """Point the local endpoint at one registered version (a running `sagepipe serve` follows)."""
         from pipelines.serving.serve import endpoint_record, ensure_server, write_record

@@ -51,9 +51,13 @@ class RegisterStep(Step):
             with model_folder(model) as model_dir:
                 if not model_dir.is_dir() or not any(model_dir.iterdir()):
                     raise StepFailed(f"model {model} is missing or empty (a model.tar.gz or a model folder)")
-                package, created = registry.register(self.model_group, model_dir, metrics, status,
-                                                     self._lineage(ctx, model_dir),
-                                                     run_id=step_run_id(ctx.tracking_env))
+                model_hash = hash_path(model_dir)
+                # an identical model is its existing version; only a new one waits for this step's MLflow run
+                package, created = registry.identical(self.model_group, model_hash), False
+                if package is None:
+                    package, created = registry.register(self.model_group, model_dir, metrics, status,
+                                                         self._lineage(ctx, model_hash),
+                                                         run_id=step_run_id(ctx.tracking_env))
         except (RegistryError, ModelArchiveError) as exc:
             raise StepFailed(str(exc)) from None
         version = package["version"]
@@ -61,14 +65,15 @@ class RegisterStep(Step):
             note = f"{self.model_group} version {version}: {package['status']}"
         else:
             note = f"identical model already registered as {self.model_group} version {version} ({package['status']})"
-        return LocalResult(note=note)
+        registered = {"group": self.model_group, "version": int(version), "status": package["status"]}
+        return LocalResult(note=note, registered=registered)
 
-    def _lineage(self, ctx: StepContext, model_dir: Path) -> dict[str, Any]:
+    def _lineage(self, ctx: StepContext, model_hash: str) -> dict[str, Any]:
         """Where the model came from: run, commit, config, and the training step's code and data hashes."""
         lineage: dict[str, Any] = {
             "run_id": ctx.run_id, "pipeline": ctx.pipeline.name, "step": self.name, "env": ctx.pipeline.env,
             "config": str(Path(ctx.pipeline.source_file).resolve()), "git_commit": git_commit(ctx.repo_root),
-            "model_hash": hash_path(model_dir), "mlflow_run_id": step_run_id(ctx.tracking_env),
+            "model_hash": model_hash, "mlflow_run_id": step_run_id(ctx.tracking_env),
         }
         if isinstance(self.model, OutputRef):
             trained = ctx.step_record(self.model.step)

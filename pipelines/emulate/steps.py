@@ -154,7 +154,9 @@ class EmulatedStep(Step):
         arn = created["ModelPackageArn"]
         emulation.scope.properties[self.name] = {"ModelPackageArn": arn}
         status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
-        return LocalResult(note=f"{group}: {arn.rsplit('/', 1)[-1]} version registered ({status})")
+        version = int(arn.rsplit("/", 1)[-1])
+        return LocalResult(note=f"{group}: {version} version registered ({status})",
+                           registered={"group": group, "version": version, "status": status})
 
     def _model(self, arguments: dict[str, Any]) -> LocalResult:
         emulation: Emulation = self.emulation

@@ -274,8 +274,9 @@ class LocalRunner:
         if key is not None:
             self.cache.store(key, result.outputs, recorded["output_digests"],
                              {"step": step.name, "metrics": result.metrics, "run_id": self.state.data["run_id"]})
+        extra = {"registered": result.registered} if result.registered else {}
         self._finish(step.name, "succeeded", started, cache_key=key, metrics=result.metrics, **recorded,
-                     note=result.note, skip=result.skip)
+                     note=result.note, skip=result.skip, **extra)
         self._skip_all(result.skip, f"branch not taken ({step.name}: {result.note})")
 
     def _attempts(self, step: Step, ctx: StepContext, retry: Retry) -> LocalResult:

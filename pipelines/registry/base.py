@@ -59,6 +59,15 @@ class Registry(ABC):
         raise RegistryError(f"{type(self).__name__} registers no models from this machine; "
                             "the pipeline's register step does it where the pipeline runs")
 
+    def identical(self, group: str, model_hash: str) -> dict[str, Any] | None:
+        """The newest version of group whose model files hash to model_hash: a quick look, where None means not
+        found (or, for a backend that cannot tell cheaply, not known); register() decides for certain."""
+        try:
+            same = [p for p in self.versions(group) if p["lineage"].get("model_hash") == model_hash]
+        except RegistryError:
+            return None
+        return same[-1] if same else None
+
     def model_path(self, package: dict[str, Any]) -> Path:
         """A local folder holding the version's model files."""
         raise RegistryError(f"{type(self).__name__} keeps no model files on this machine "

@@ -45,9 +45,9 @@ class LocalRegistry(Registry):
                  lineage: dict[str, Any], run_id: str | None = None) -> tuple[dict[str, Any], bool]:
         group_dir = self.root / group
         group_dir.mkdir(parents=True, exist_ok=True)
-        existing = [p for p in self.versions(group) if p["lineage"].get("model_hash") == lineage.get("model_hash")]
+        existing = self.identical(group, lineage["model_hash"]) if lineage.get("model_hash") else None
         if existing:
-            return existing[-1], False
+            return existing, False
         version = self._claim_version(group_dir)
         folder = group_dir / str(version)
         with model_folder(model) as files:

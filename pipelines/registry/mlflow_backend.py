@@ -23,6 +23,7 @@ from pipelines.registry import mlflow_tags as tags
 from pipelines.registry.base import Registry, RegistryError, history_entry
 from pipelines.registry.locking import file_lock
 from pipelines.registry.mlflow_model import write_model_folder
+from pipelines.registry.mlflow_sqlite import SqliteView
 from pipelines.tracking import artifact_root, mlflow_client
 
 ALIAS = "approved"
@@ -38,6 +39,7 @@ class MlflowRegistry(Registry):
         self.download_root = download_root
         self.lock_root = lock_root or download_root.parent / "locks"
         self._client: Any = None
+        self._view = SqliteView.of(uri)  # reads a SQLite store without importing mlflow
 
     @property
     def client(self) -> Any:
@@ -50,17 +52,37 @@ class MlflowRegistry(Registry):
 
     # --- reading ---------------------------------------------------------------------------------
     def groups(self) -> list[str]:
+        fast = self._view.groups() if self._view else None
+        if fast is not None:
+            return fast
         return sorted(m.name for m in _all_pages(self.client.search_registered_models))
 
     def versions(self, group: str) -> list[dict[str, Any]]:
-        self._require_group(group)
-        found = _all_pages(self.client.search_model_versions, filter_string=f"name = '{group}'")
+        found: list[Any] | None = self._view.versions(group) if self._view else None
+        if found is None:
+            self._require_group(group)
+            found = _all_pages(self.client.search_model_versions, filter_string=f"name = '{group}'")
         packages = [tags.package(v) for v in found if tags.is_sagepipe_version(v.tags or {})]
         return sorted(packages, key=lambda p: p["version"])
+
+    def identical(self, group: str, model_hash: str) -> dict[str, Any] | None:
+        """A SQLite store answers from the view alone: while the background writer may still be creating the
+        store, opening MlflowClient here could race its schema migration; register() asks MlflowClient later."""
+        if self._view is None:
+            return super().identical(group, model_hash)
+        found = self._view.versions(group) or []
+        same = [p for p in map(tags.package, found) if p["lineage"].get("model_hash") == model_hash]
+        return same[-1] if same else None
 
     def show(self, group: str, version: int) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
 
+        found = self._view.versions(group) if self._view else None
+        if found is not None:  # the view knows the group, so an absent version is absent
+            match = [v for v in found if v.version == int(version)]
+            if not match:
+                raise self.no_such_version(group, version)
+            return tags.package(match[0])
         self._require_group(group)
         try:
             found = self.client.get_model_version(group, str(version))
@@ -70,13 +92,18 @@ class MlflowRegistry(Registry):
 
     def approved(self, group: str) -> dict[str, Any] | None:
         """The version the group's `approved` alias names; for stores from before the alias, the newest Approved."""
-        from mlflow.exceptions import MlflowException
+        found = self._view.versions(group) if self._view else None
+        if found is not None:
+            named = [tags.package(v) for v in found if ALIAS in v.aliases]
+            package = named[0] if named else None
+        else:
+            from mlflow.exceptions import MlflowException
 
-        self._require_group(group)
-        try:
-            package = tags.package(self.client.get_model_version_by_alias(group, ALIAS))
-        except MlflowException:
-            package = None
+            self._require_group(group)
+            try:
+                package = tags.package(self.client.get_model_version_by_alias(group, ALIAS))
+            except MlflowException:
+                package = None
         if package is not None and package["status"] == "Approved":
             return package
         return self.latest(group, "Approved")
@@ -116,11 +143,11 @@ class MlflowRegistry(Registry):
 
         run_id: the registering step's MLflow run; the version links to the training step's run when
         lineage names it (training_step, mlflow_run_id), else to run_id, else to a new registration run."""
+        same = self.identical(group, lineage["model_hash"]) if lineage.get("model_hash") else None
+        if same:
+            return same, False
         client = self.client
         self._ensure_group(group)
-        same = [p for p in self.versions(group) if p["lineage"].get("model_hash") == lineage.get("model_hash")]
-        if same:
-            return same[-1], False
         source_run = self._training_run(lineage) or run_id or self._registration_run(group)
         lineage = {**lineage, "source_run": source_run}
         with model_folder(model) as files, tempfile.TemporaryDirectory() as scratch:

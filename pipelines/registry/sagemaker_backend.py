@@ -27,6 +27,9 @@ class SageMakerRegistry(Registry):
         self.sm = client("sagemaker", region)
         self.s3 = client("s3", region)
 
+    def identical(self, group: str, model_hash: str) -> dict[str, Any] | None:
+        return None  # nothing registers from this machine (see Registry.register), so nothing is looked up
+
     def groups(self) -> list[str]:
         with explained("listing model package groups"):
             pages = self.sm.get_paginator("list_model_package_groups").paginate()

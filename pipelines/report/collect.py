@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,6 @@ LABELS = {"auc": "ROC AUC", "pr_auc": "PR AUC", "f1": "F1", "log_loss": "log los
 PLOTS = {"roc": "ROC curve", "precision_recall": "Precision–recall curve", "confusion_matrix": "Confusion matrix",
          "feature_importance": "Feature importance"}
 MAX_PLOT_BYTES = 4_000_000
-REGISTERED = (re.compile(r"(?P<group>[\w.-]+) version (?P<version>\d+)\W+(?P<status>[A-Za-z]+)"),
-              re.compile(r"registered as (?P<group>[\w.-]+) version (?P<version>\d+) \((?P<status>[A-Za-z]+)\)"),
-              re.compile(r"(?P<group>[\w.-]+): (?:[\w.-]+/)?(?P<version>\d+) version registered \((?P<status>\w+)\)"))
 
 
 @dataclass(frozen=True)
@@ -89,7 +85,7 @@ def collect(state: dict[str, Any], run_dir: Path, spec: Any | None) -> RunReport
                      _detail(records[name]), (run_dir / name / "log.txt") if (run_dir / name / "log.txt").is_file()
                      else None) for name in _ordered(spec, records)]
     metrics, threshold, confusion = _metrics(records)
-    registered = _registered(records, specs)
+    registered = _registered(records)
     ended = state.get("ended_at") or time.time()
     report = RunReport(
         run_id=str(state.get("run_id", run_dir.name)), pipeline=str(state.get("pipeline", "")),
@@ -209,18 +205,9 @@ def _plots(records: dict[str, Any]) -> list[tuple[str, Path]]:
     return [(title, path) for _, _, title, path in sorted(found, key=lambda f: (f[0], f[1], str(f[3])))][:16]
 
 
-def _registered(records: dict[str, Any], specs: dict[str, Any]) -> list[Registered]:
-    found = []
-    for name, record in records.items():
-        kind = str(getattr(specs.get(name), "type", ""))
-        if record.get("status") != "succeeded" or not ("regist" in kind.lower() or "register" in name):
-            continue
-        for pattern in REGISTERED:
-            match = pattern.search(str(record.get("note") or ""))
-            if match:
-                found.append(Registered(name, match["group"], int(match["version"]), match["status"]))
-                break
-    return found
+def _registered(records: dict[str, Any]) -> list[Registered]:
+    return [Registered(name, done["group"], int(done["version"]), done["status"]) for name, record in records.items()
+            if record.get("status") == "succeeded" and (done := record.get("registered"))]
 
 
 def next_commands(report: RunReport, state: dict[str, Any]) -> list[tuple[str, str]]:

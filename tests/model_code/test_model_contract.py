@@ -171,6 +171,8 @@ def test_tiny_pipeline_packs_caches_and_registers_the_archive(home: Path) -> Non
     again = LocalRunner(load_pipeline(GATED), home, use_cache=False).run()  # retrained: the same bytes
     assert again.step("train")["output_digests"]["model"] == first.step("train")["output_digests"]["model"]
     assert again.step("register")["note"].startswith("identical model already registered as gated-models version 1")
+    assert again.step("register")["registered"] == {"group": "gated-models", "version": 1,
+                                                    "status": "PendingManualApproval"}
     assert len(registry.versions("gated-models")) == 1
 
 

@@ -128,7 +128,7 @@ def test_the_graph_reader_finds_a_circle_closed_by_a_late_import(tmp_path: Path)
 
 def test_the_registry_package_reads_in_one_direction() -> None:
     graph = import_graph()
-    layer = {"base": 0, "locking": 1, "mlflow_tags": 1, "mlflow_model": 1, "file_backend": 2, "mlflow_backend": 2,
+    layer = {"base": 0, "locking": 1, "mlflow_tags": 1, "mlflow_model": 1, "mlflow_sqlite": 1, "file_backend": 2, "mlflow_backend": 2,
              "sagemaker_backend": 2, "factory": 3, "": 4}
     prefix = "pipelines.registry"
     for module, targets in graph.items():
