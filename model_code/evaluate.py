@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+import features
+from bootstrap import RankedScores, average_precision, ranking_std, roc_auc, threshold_std
 from model_io import FraudModel, ModelArchiveError, open_model_dir
 from fraud_schema import BOTH_CLASSES_RULE, LABEL, one_class_only
 from tracking import Tracking
@@ -29,39 +30,6 @@ ROOT = Path(os.environ.get("SAGEPIPE_PROCESSING_DIR", "/opt/ml/processing"))
 
 class EvaluationError(Exception):
     """Test data or scores that give no meaningful metrics; the message says what, with counts."""
-
-
-def bootstrap_std(y: np.ndarray, p: np.ndarray, metric, rounds: int, seed: int) -> float:
-    """Standard deviation of a metric over bootstrap resamples of the test rows."""
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(rounds):
-        idx = rng.integers(0, len(y), min(len(y), 200_000))
-        if y[idx].min() != y[idx].max():
-            values.append(metric(y[idx], p[idx]))
-    return float(np.std(values)) if values else 0.0
-
-
-def bootstrap_std_at_threshold(y: np.ndarray, p: np.ndarray, predicted: np.ndarray, rounds: int,
-                               seed: int) -> dict[str, float]:
-    """Standard deviations of the metrics at the threshold (from each resample's confusion counts)."""
-    rng = np.random.default_rng(seed)
-    cell = 2 * y.astype(np.int64) + predicted  # 0 tn, 1 fp, 2 fn, 3 tp
-    loss = -(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1)))
-    values: dict[str, list[float]] = {k: [] for k in ("log_loss", "precision", "recall", "f1", "accuracy",
-                                                      "positive_rate")}
-    for _ in range(rounds):
-        idx = rng.integers(0, len(y), min(len(y), 200_000))
-        tn, fp, fn, tp = np.bincount(cell[idx], minlength=4)
-        if tp + fn == 0 or tn + fp == 0:
-            continue
-        values["log_loss"].append(loss[idx].mean())
-        values["precision"].append(tp / (tp + fp) if tp + fp else 0.0)
-        values["recall"].append(tp / (tp + fn))
-        values["f1"].append(2 * tp / (2 * tp + fp + fn))
-        values["accuracy"].append((tp + tn) / len(idx))
-        values["positive_rate"].append((tp + fn) / len(idx))
-    return {k: float(np.std(v)) if v else 0.0 for k, v in values.items()}
 
 
 def check_test_data(y: np.ndarray, p: np.ndarray) -> None:
@@ -93,14 +61,15 @@ def metrics_report(y: np.ndarray, p: np.ndarray, threshold: float, rounds: int) 
     check_test_data(y, p)
     predicted = (p >= threshold).astype(int)
     tn, fp, fn, tp = m.confusion_matrix(y, predicted, labels=[0, 1]).ravel()
-    std = bootstrap_std_at_threshold(y, p, predicted, rounds, 3)
+    std = threshold_std(y, p, predicted, rounds, 3)
+    ranked = RankedScores(y, p)
 
     def entry(value: float, std: float) -> dict:
         return {"value": float(value), "standard_deviation": float(std)}
 
     report = {"binary_classification_metrics": {
-        "auc": entry(m.roc_auc_score(y, p), bootstrap_std(y, p, m.roc_auc_score, rounds, 1)),
-        "pr_auc": entry(m.average_precision_score(y, p), bootstrap_std(y, p, m.average_precision_score, rounds, 2)),
+        "auc": entry(m.roc_auc_score(y, p), ranking_std(ranked, roc_auc, len(y), rounds, 1)),
+        "pr_auc": entry(m.average_precision_score(y, p), ranking_std(ranked, average_precision, len(y), rounds, 2)),
         "log_loss": entry(m.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]), std["log_loss"]),
         "precision": entry(m.precision_score(y, predicted, zero_division=0), std["precision"]),
         "recall": entry(m.recall_score(y, predicted, zero_division=0), std["recall"]),
@@ -184,18 +153,17 @@ def confusion_plot(plt, scores: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def read_test(folder: Path) -> pd.DataFrame:
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise EvaluationError(f"input 'test' ({folder}) has no *.parquet file; it must be the preprocess step's "
-                              "test output")
-    test = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    if LABEL not in test.columns:
-        raise EvaluationError(f"input 'test': no {LABEL!r} column in {', '.join(f.name for f in files)}")
-    if test[LABEL].isna().any() or not test[LABEL].isin([0, 1]).all():
-        odd = sorted({str(v) for v in test.loc[~test[LABEL].isin([0, 1]), LABEL]})[:5]
+def read_test(folder: Path, transform: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The test split's labels (0/1) and feature matrix, read from Arrow as training reads its channels."""
+    try:
+        matrix, labels = features.read_split(folder, transform, "input", "test")
+    except features.SplitError as exc:
+        raise EvaluationError(str(exc)) from None
+    valid = np.isin(labels, [0, 1])  # NaN and None are neither
+    if not valid.all():
+        odd = sorted({str(v) for v in labels[~valid]})[:5]
         raise EvaluationError(f"input 'test': {LABEL} must be 0 or 1; found {odd}")
-    return test
+    return labels.astype(np.int64), matrix
 
 
 def main() -> None:
@@ -215,9 +183,8 @@ def main() -> None:
 
 
 def evaluate(model: FraudModel, args: argparse.Namespace) -> None:
-    test = read_test(ROOT / "input" / "test")
-    y = test[LABEL].to_numpy().astype(np.int64)
-    p = np.asarray(model.predict_proba(test), dtype=np.float64)
+    y, matrix = read_test(ROOT / "input" / "test", model.transform)
+    p = np.asarray(model.predict_matrix(matrix), dtype=np.float64)
     report = metrics_report(y, p, args.threshold, args.bootstrap_rounds)
     out = ROOT / "output" / "evaluation"
     (out / "evaluation.json").write_text(json.dumps(report, indent=2, allow_nan=False))

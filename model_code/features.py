@@ -12,12 +12,16 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from fraud_schema import CATEGORICAL, LIABILITY, NUMERIC
+from fraud_schema import CATEGORICAL, LABEL, LIABILITY, NUMERIC
 
 if TYPE_CHECKING:
     import pandas as pd
 
 TRANSFORM_FILE = "feature_transform.json"
+
+
+class SplitError(ValueError):
+    """A split folder that is not the preprocess step's output; the message says what and how to fix it."""
 
 
 def fit(train: pd.DataFrame) -> dict[str, Any]:
@@ -90,3 +94,32 @@ def matrix(transform: dict[str, Any], table: Any) -> np.ndarray:
         for target in targets:
             out[:, names.index(target)] = small[target].to_numpy()[position]
     return out
+
+
+def read_split(folder: Path, transform: dict[str, Any], kind: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The feature matrix (float32) and labels of a split folder of Parquet files, read column by column from
+    Arrow (text columns dictionary-encoded), so millions of rows fit in a fraction of a pandas frame.
+
+    kind and name say what the folder is in errors: channel 'train', input 'test'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet"))
+    where = f"{kind} {name!r}"
+    if not files:
+        raise SplitError(f"{where} ({folder}) has no *.parquet file; it must be the preprocess step's {name} output")
+    wanted = [*transform["numeric"], transform["liability"], *transform["categorical"], LABEL]
+    text = [transform["liability"], *transform["categorical"]]
+    tables = []
+    for path in files:
+        present = set(pq.read_schema(path).names)
+        if LABEL not in present:
+            raise SplitError(f"{where}: no {LABEL!r} column in {path.name}")
+        missing = [c for c in wanted if c not in present]
+        if missing:
+            raise SplitError(f"{where}: {path.name} lacks the column(s) {', '.join(missing)} that the feature "
+                             "transform needs; it must be the preprocess step's output")
+        tables.append(pq.read_table(path, columns=wanted, read_dictionary=text))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    labels = table.column(LABEL).to_numpy(zero_copy_only=False)
+    return matrix(transform, table), labels

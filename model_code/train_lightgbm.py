@@ -27,31 +27,10 @@ class TrainingDataError(Exception):
 
 
 def _read(channel: str, transform: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The channel's feature matrix (float32) and labels, read column by column from Arrow (text columns
-    dictionary-encoded), so millions of rows fit in a fraction of what a pandas frame would take."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = Path(os.environ[f"SM_CHANNEL_{channel.upper()}"])
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise TrainingDataError(f"channel {channel!r} ({folder}) has no *.parquet file; it must be the preprocess "
-                                f"step's {channel} output")
-    wanted = [*transform["numeric"], transform["liability"], *transform["categorical"], LABEL]
-    tables = []
-    for path in files:
-        present = set(pq.read_schema(path).names)
-        if LABEL not in present:
-            raise TrainingDataError(f"channel {channel!r}: no {LABEL!r} column in {path.name}")
-        missing = [c for c in wanted if c not in present]
-        if missing:
-            raise TrainingDataError(f"channel {channel!r}: {path.name} lacks the column(s) {', '.join(missing)} "
-                                    "that the feature transform needs; it must be the preprocess step's output")
-        text = [c for c in (transform["liability"], *transform["categorical"])]
-        tables.append(pq.read_table(path, columns=wanted, read_dictionary=text))
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    labels = table.column(LABEL).to_numpy()
-    return features.matrix(transform, table), labels
+    try:
+        return features.read_split(Path(os.environ[f"SM_CHANNEL_{channel.upper()}"]), transform, "channel", channel)
+    except features.SplitError as exc:
+        raise TrainingDataError(str(exc)) from None
 
 
 def check_both_classes(channel: str, labels: np.ndarray) -> None:
