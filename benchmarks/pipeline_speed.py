@@ -103,8 +103,9 @@ def run_scripts_directly(work: Path, rows: int) -> float:
     ]
     start = time.perf_counter()
     for env, argv in commands:
+        # in work: a store without an artifact location puts artifacts in ./mlruns
         subprocess.run([py, *map(str, argv)], env={**os.environ, "MLFLOW_TRACKING_URI": tracking, **env},
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, cwd=work)
     return time.perf_counter() - start
 
 

@@ -252,9 +252,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from pipelines.sagemaker import commands as cloud
 
         if args.command == "compile":
-            return cloud.compile_command(spec, args.output)
+            return cloud.compile_command(spec, args.output, state_root() / "compiled")
         if args.command == "upsert":
-            return cloud.upsert_command(spec)
+            return cloud.upsert_command(spec, state_root() / "compiled")
         if args.command == "start":
             return cloud.start_command(spec, args.param, args.wait, args.json)
         return cloud.executions_command(spec, args.json)

@@ -29,7 +29,7 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
         else:
             from pipelines.sagemaker.commands import compile_pipeline_or_explain
 
-            compiled = compile_pipeline_or_explain(spec)
+            compiled = compile_pipeline_or_explain(spec, root / "compiled")
             source, definition, region = spec.source_file, compiled.definition, compiled.region
             buckets, name, artifacts, role = {compiled.bucket}, compiled.name, compiled.artifacts, compiled.role
         refuse(source, definition)
@@ -39,8 +39,10 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
         s3, sm = boto3.client("s3", region_name=region), boto3.client("sagemaker", region_name=region)
         for bucket in sorted(buckets | {UPLOAD_BUCKET}):
             _ensure_bucket(s3, bucket, region)
-        for key, data in sorted(artifacts.items()):
-            s3.put_object(Bucket=next(iter(buckets)), Key=key, Body=data)
+        from pipelines.emulate.jobs import in_parallel
+
+        code_bucket = next(iter(buckets))
+        in_parallel(lambda key, data: s3.put_object(Bucket=code_bucket, Key=key, Body=data), sorted(artifacts.items()))
         values = parameter_values(source, definition, params, s3, name)
         arn = _start(sm, name, definition, role, values)
         pipeline = _runnable(spec, source, name, definition, values, arn, s3, sm, root)

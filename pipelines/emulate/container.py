@@ -16,13 +16,17 @@ from typing import Any
 OPT_ML = "/opt/ml"
 _OPT_ML = re.compile(r"(?<![\w./-])/opt/ml(?![\w.-])")  # not inside another path, so rewriting is idempotent
 TEXT_SUFFIXES = (".py", ".sh", ".json", ".txt", ".cfg")
+CONTAINER_PIP = Path(__file__).with_name("container_pip.py")
+# How SDK v3's training driver (sm_drivers/scripts/install_requirements.py) runs pip: `python -m pip install -r`
+SDK_PIP_CALL = '[python_executable, "-m", "pip", "install"'
 
 
 class Container:
     """One job's file system root and the command line that runs in it."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, pip_verdicts: Path):
         self.root = root
+        self.pip_verdicts = pip_verdicts  # shared by the jobs of an emulation (container_pip.py)
         self.opt_ml = root / "opt" / "ml"
         self.bin = root / "bin"
 
@@ -48,6 +52,14 @@ class Container:
                 if OPT_ML in text:
                     file.write_text(self.rewrite(text))
 
+    def route_pip(self, drivers: Path) -> None:
+        """The SDK's training driver calls `python -m pip`, past the `pip` shim: send it to container_pip too
+        (left as it is if the SDK words the call differently: real pip then runs, slower and the same)."""
+        script = drivers / "scripts" / "install_requirements.py"
+        text = script.read_text() if script.is_file() else ""
+        if SDK_PIP_CALL in text:
+            script.write_text(text.replace(SDK_PIP_CALL, f'[python_executable, {str(CONTAINER_PIP)!r}, "install"'))
+
     def command(self, entrypoint: list[str], arguments: list[str]) -> list[str]:
         argv = self.rewrite([*entrypoint, *arguments])
         if argv and argv[0] in ("python", "python3"):
@@ -60,11 +72,12 @@ class Container:
         import os
 
         return {"PATH": f"{self.bin}:{os.environ.get('PATH', '')}", "PIP_NO_INDEX": "1",
+                "SAGEPIPE_PIP_VERDICTS": str(self.pip_verdicts),
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
 
     def _shims(self) -> None:
         self.bin.mkdir(parents=True, exist_ok=True)
-        pip = f'"{Path(__file__).with_name("container_pip.py")}"'  # pip itself unless all is installed already
+        pip = f'"{CONTAINER_PIP}"'  # pip itself unless all is installed already
         for name, target in (("python3", ""), ("python", ""), ("pip", pip), ("pip3", pip),
                              ("torchrun", "-m torch.distributed.run")):
             shim = self.bin / name

@@ -1,10 +1,10 @@
-"""The emulated container's `pip`: a quiet `pip install -r FILE` whose requirements are all installed already.
+"""The emulated container's `pip`: a `pip install -r FILE` whose requirements are all installed already.
 
 pip resolves every requirement and its dependency tree before it concludes that there is nothing to do, and that
 costs seconds per job. Here every requirement (markers applied) and, recursively, each dependency it declares is
 looked up among the installed distributions; when all of them satisfy their specifiers, pip would install nothing
-and print nothing, so this exits 0 at once. Anything else (a missing or mismatched distribution, an option, a URL,
-a non-quiet call) runs pip itself, which, without an index (PIP_NO_INDEX), installs nothing new and fails loudly.
+and print nothing (with -q; else its "Requirement already satisfied" lines, as here), so this exits 0 at once.
+Anything else (a missing or mismatched distribution, an option, a URL) runs pip itself, which, without an index (PIP_NO_INDEX), installs nothing new and fails loudly.
 
 Run as a script by the container's `pip` shim; it imports nothing from sagepipe.
 """
@@ -20,15 +20,28 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 
 
 def main(argv: list[str]) -> int:
-    requirements = _quiet_install_requirements(argv)
-    if requirements is not None and _all_installed(requirements):
-        return 0
+    found = _install_requirements(argv)
+    if found is not None:
+        requirements, quiet = found
+        verdict = _verdict_file(requirements)
+        satisfied = verdict is not None and verdict.is_file()
+        if not satisfied and _all_installed(requirements):
+            satisfied = True
+            if verdict is not None:
+                verdict.parent.mkdir(parents=True, exist_ok=True)
+                verdict.touch()
+        if satisfied:
+            if not quiet:  # what pip would say, marked as not pip's own words
+                for line in requirements:
+                    print(f"Requirement already satisfied: {line}")
+                print("(sagepipe emulate: every requirement and its dependencies are installed; pip was not run)")
+            return 0
     os.execv(sys.executable, [sys.executable, "-m", "pip", *argv])
     return 1  # not reached
 
 
-def _quiet_install_requirements(argv: list[str]) -> list[str] | None:
-    """The requirement lines of `install -q [-r FILE] [SPEC]...`, or None for any other call."""
+def _install_requirements(argv: list[str]) -> tuple[list[str], bool] | None:
+    """(requirement lines, quiet) of `install [-q] [-r FILE] [SPEC]...`, or None for any other call."""
     if not argv or argv[0] != "install":
         return None
     quiet, lines, args = False, [], iter(argv[1:])
@@ -49,9 +62,24 @@ def _quiet_install_requirements(argv: list[str]) -> list[str] | None:
         else:
             lines.append(arg)
     lines = [line for line in lines if line]
-    if not quiet or any(line.startswith("-") for line in lines):
+    if any(line.startswith("-") for line in lines):
         return None
-    return lines
+    return lines, quiet
+
+
+def _verdict_file(lines: list[str]) -> Path | None:
+    """Where "all installed" is remembered for these requirements in this interpreter's environment, under
+    $SAGEPIPE_PIP_VERDICTS (unset: nothing is remembered). The key holds the modification time of every folder
+    on sys.path (site-packages among them), which changes whenever a distribution is installed, upgraded or
+    removed there."""
+    import hashlib
+
+    folder = os.environ.get("SAGEPIPE_PIP_VERDICTS")
+    if not folder:
+        return None
+    sites = [p for p in sys.path if p and os.path.isdir(p)]
+    key = "\0".join([sys.executable, *lines, *(f"{p}={os.stat(p).st_mtime_ns}" for p in sites)])
+    return Path(folder) / hashlib.sha256(key.encode()).hexdigest()
 
 
 def _all_installed(lines: list[str]) -> bool:

@@ -17,6 +17,9 @@ from pipelines.emulate.container import TEXT_SUFFIXES, Container
 from pipelines.errors import StepFailed
 
 RunProcess = Callable[[list[str], dict[str, str], Path], int]
+TRANSFER_THREADS, CHUNK = 8, 1 << 20
+NOT_HERE = ("data in your AWS account is not in it: pass a local copy as the parameter that names it, "
+            "e.g. --param input_data=path/to/folder (emulate uploads it)")
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -28,30 +31,61 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 def download(s3: Any, uri: str, target: Path, required: bool = True) -> int:
     """Every object under the S3Prefix uri into target (as an S3Prefix input or a checkpoint restore)."""
+    from botocore.exceptions import ClientError
+
     bucket, prefix = split_uri(uri)
     target.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    try:
+        pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket" or not required:
+            raise
+        raise StepFailed(f"{uri}: the emulated S3 has no bucket {bucket}; {NOT_HERE}") from None
+    wanted = []
+    for page in pages:
         for item in page.get("Contents", []):
             relative = item["Key"][len(prefix):].lstrip("/") or item["Key"].rsplit("/", 1)[-1]
             if ".." in Path(relative).parts:
                 raise StepFailed(f"S3 key {item['Key']!r} would land outside {target}")
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, item["Key"], str(target / relative))
-            count += 1
-    if required and not count:
-        raise StepFailed(f"no S3 objects found under {uri}")
-    return count
+            wanted.append((item["Key"], target / relative))
+
+    def fetch(key: str, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            shutil.copyfileobj(s3.get_object(Bucket=bucket, Key=key)["Body"], out, CHUNK)
+
+    in_parallel(fetch, wanted)
+    if required and not wanted:
+        raise StepFailed(f"no S3 objects found under {uri}; {NOT_HERE}")
+    return len(wanted)
 
 
 def upload(s3: Any, folder: Path, uri: str) -> None:
     bucket, prefix = split_uri(uri)
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        s3.upload_file(str(file), bucket, f"{prefix.rstrip('/')}/{file.relative_to(folder)}".lstrip("/"))
+
+    def put(file: Path) -> None:
+        with open(file, "rb") as body:
+            s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{file.relative_to(folder)}".lstrip("/"), Body=body)
+
+    in_parallel(put, [(file,) for file in sorted(p for p in folder.rglob("*") if p.is_file())])
+
+
+def in_parallel(work: Callable[..., None], calls: list[tuple[Any, ...]]) -> None:
+    """Each call of work at once on a few threads (S3 requests wait on the network, not the CPU): a job's code
+    folder is dozens of small objects, one request each. The first error is raised."""
+    if len(calls) <= 1:
+        for call in calls:
+            work(*call)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(TRANSFER_THREADS, len(calls))) as pool:
+        for done in [pool.submit(work, *call) for call in calls]:
+            done.result()
 
 
 @contextmanager
-def fresh_container(root: Path) -> Iterator[Container]:
+def fresh_container(root: Path, pip_verdicts: Path) -> Iterator[Container]:
     """An empty container folder, held by one job at a time. Its path is the same for every execution of a step,
     so the files whose /opt/ml it rewrites come out the same each time, as the real ones are."""
     import fcntl
@@ -61,7 +95,7 @@ def fresh_container(root: Path) -> Iterator[Container]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if root.exists():
             shutil.rmtree(root)
-        yield Container(root)
+        yield Container(root, pip_verdicts)
 
 
 def processing_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_dir: Path,
@@ -100,6 +134,7 @@ def training_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_d
         download(s3, source["S3Uri"], box.path(f"/opt/ml/input/data/{channel['ChannelName']}"))
     box.rewrite_files(box.path("/opt/ml/input/data"))  # scripts in the code channel
     box.rewrite_files(box.path("/opt/ml/input/data/sm_drivers"), TEXT_SUFFIXES)  # and the SDK's driver files
+    box.route_pip(box.path("/opt/ml/input/data/sm_drivers"))
     _write_config(box, args, channels)
     checkpoint = args.get("CheckpointConfig")
     checkpoints = box.path((checkpoint or {}).get("LocalPath", "/opt/ml/checkpoints"))

@@ -48,6 +48,10 @@ class Emulation:
         return self.home / "containers" / self.pipeline / step
 
     @property
+    def pip_verdicts(self) -> Path:
+        return self.home / "pip-verdicts"
+
+    @property
     def execution_id(self) -> str:
         return self.execution_arn.rsplit("/", 1)[-1]
 
@@ -117,7 +121,7 @@ class EmulatedStep(Step):
                 tuning.transform_job(emulation, self.name, arguments, job, ctx)
             job = properties.get("HyperParameterTuningJobName", job)
         else:
-            with jobs.fresh_container(emulation.container_root(self.name)) as box:
+            with jobs.fresh_container(emulation.container_root(self.name), emulation.pip_verdicts) as box:
                 properties = (jobs.processing_job if kind == "Processing" else jobs.training_job)(
                     emulation.s3, arguments, job, box, ctx.step_dir, ctx.run_process)
         emulation.scope.properties[self.name] = properties

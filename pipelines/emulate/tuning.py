@@ -83,7 +83,7 @@ def tuning_job(emulation: Any, step: str, args: dict[str, Any], key: str, ctx: S
         request = _training_request(definition, trial)
         started = time.time()
         with EarlyStopper(log, pid_file, regex, maximize, completed) as stopper, \
-                jobs.fresh_container(emulation.container_root(step) / f"{trial.number:03d}") as box:
+                jobs.fresh_container(emulation.container_root(step) / f"{trial.number:03d}", emulation.pip_verdicts) as box:
             try:
                 jobs.training_job(emulation.s3, request, trial.job, box, folder, run)
                 failure = ""
@@ -187,7 +187,7 @@ def transform_job(emulation: Any, step: str, args: dict[str, Any], job: str, ctx
     for folder in (inputs, outputs):
         fresh_dir(folder, ctx.run_dir)
     jobs.download(emulation.s3, source["S3Uri"], inputs)
-    with jobs.fresh_container(emulation.container_root(step)) as box:
+    with jobs.fresh_container(emulation.container_root(step), emulation.pip_verdicts) as box:
         archive = ctx.step_dir / "model.tar.gz"
         bucket, key = jobs.split_uri(container["ModelDataUrl"])
         emulation.s3.download_file(bucket, key, str(archive))

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 
-def compile_command(spec: Any, output: str | None) -> int:
+def compile_command(spec: Any, output: str | None, cache: Path | None = None) -> int:
     from pipelines.fsutil import atomic_write_text
 
-    compiled = compile_pipeline_or_explain(spec)
+    compiled = compile_pipeline_or_explain(spec, cache)
     if output:
         atomic_write_text(Path(output), compiled.json())
         size = sum(len(b) for b in compiled.artifacts.values())
@@ -22,18 +22,20 @@ def compile_command(spec: Any, output: str | None) -> int:
     return 0
 
 
-def compile_pipeline_or_explain(spec: Any) -> Any:
+def compile_pipeline_or_explain(spec: Any, cache: Path | None = None) -> Any:
     """compile_pipeline: what SageMaker cannot express is a ConfigError naming the step and field (raised by the
-    step type or the compiler); any other exception is a defect and keeps its traceback."""
+    step type or the compiler); any other exception is a defect and keeps its traceback. With a cache folder, an
+    unchanged config, code and SDK reuse the earlier compile (compile_cache.py)."""
+    from pipelines.sagemaker.compile_cache import compiled_or_cached
     from pipelines.sagemaker.compiler import compile_pipeline
 
-    return compile_pipeline(spec)
+    return compiled_or_cached(spec, cache, compile_pipeline)
 
 
-def upsert_command(spec: Any) -> int:
+def upsert_command(spec: Any, cache: Path | None = None) -> int:
     from pipelines.sagemaker import aws
 
-    compiled = compile_pipeline_or_explain(spec)
+    compiled = compile_pipeline_or_explain(spec, cache)
     uploaded = aws.upload_artifacts(compiled)
     arn, created = aws.upsert(compiled, spec.description.strip())
     print(f"{'created' if created else 'updated'} pipeline {arn}\n  code: {uploaded} new of "

@@ -53,6 +53,7 @@ class CompileContext:
     property_files: dict[str, Any] = field(default_factory=dict)
     staged: dict[str, str] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)  # steps inside a ConditionStep's branches
+    read: set[Path] = field(default_factory=set)  # local files and folders the compile read (compile_cache.py)
 
     # --- references -------------------------------------------------------------------------
     def value(self, value: Any) -> Any:
@@ -119,6 +120,7 @@ class CompileContext:
     def stage(self, path: Path) -> str:
         """Put a repository file or folder into the (in-memory) bucket; returns its S3 URI."""
         path = path.resolve()
+        self.read.add(path)
         if str(path) not in self.staged:
             prefix = f"staging/{len(self.staged)}"
             files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -182,7 +184,10 @@ class CompileContext:
         return self.spec.settings.sagemaker.get("kms_key")
 
     def repo_path(self, relative: str) -> Path:
-        return (Path(self.spec.repo_root) / relative).resolve()
+        """A repository path a step ships; for a script, the SDK uploads its whole folder."""
+        path = (Path(self.spec.repo_root) / relative).resolve()
+        self.read.add(path.parent if path.is_file() else path)
+        return path
 
     def network_config(self) -> Any:
         """Processing jobs' VPC settings from the env overlay (sagemaker.vpc), or None."""
@@ -203,8 +208,9 @@ class CompileContext:
         return Networking(subnets=vpc.get("subnets"), security_group_ids=vpc.get("security_group_ids"))
 
 
-def compile_pipeline(spec: PipelineSpec) -> Compiled:
-    """Build the definition (offline, deterministic) for a cloud env of spec."""
+def compile_pipeline(spec: PipelineSpec, read: set[Path] | None = None) -> Compiled:
+    """Build the definition (offline, deterministic) for a cloud env of spec; read, when given, gets every local
+    file or folder the compile read."""
     from pipelines.sagemaker.checks import check_cloud_config
 
     check_cloud_config(spec)
@@ -215,7 +221,7 @@ def compile_pipeline(spec: PipelineSpec) -> Compiled:
 
     # in the repo root: the SDK records training source folders as given, and they must not name this machine
     with offline_session(region, bucket) as (session, s3), contextlib.chdir(spec.repo_root):
-        cc = CompileContext(spec, session, s3, role, bucket, region)
+        cc = CompileContext(spec, session, s3, role, bucket, region, read=read if read is not None else set())
         cc.parameters = _parameters(spec)
         top_level = _compile_steps(spec, cc)
         from sagemaker.mlops.workflow import Pipeline

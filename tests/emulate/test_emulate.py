@@ -131,6 +131,20 @@ def test_steps_it_cannot_emulate_stop_before_anything_runs(aws: dict, tmp_path: 
     assert "steps.write: image 123456789012.dkr.ecr.us-east-1.amazonaws.com/any-python:1 runs ['/usr/bin/java'" in err
 
 
+def test_an_input_left_in_the_cloud_says_how_to_pass_a_local_copy(aws: dict, tmp_path: Path) -> None:
+    definition = seed_pipeline(scoped=True)
+    source = {"InputName": "source", "S3Input": {"S3Uri": {"Get": "Parameters.input_data"}, "S3DataType": "S3Prefix",
+                                                 "LocalPath": "/opt/ml/processing/input/source", "S3InputMode": "File"}}
+    definition["Steps"][0]["Arguments"]["ProcessingInputs"].insert(0, source)
+    definition["Parameters"].append({"Name": "input_data", "Type": "String", "DefaultValue": "s3://team-data/claims/"})
+    path = tmp_path / "cloud-input.json"
+    path.write_text(json.dumps(definition))
+    code, _, err = _emulate(tmp_path / "home", "--definition", str(path))
+    assert code == 1
+    assert "no S3 objects found under s3://team-data/claims/; data in your AWS account is not in it" in err
+    assert "--param input_data=path/to/folder (emulate uploads it)" in err and "internal error" not in err
+
+
 def test_bad_parameters_are_config_errors(aws: dict, tmp_path: Path) -> None:
     path = tmp_path / "seeds.json"
     path.write_text(json.dumps(seed_pipeline(scoped=True)))

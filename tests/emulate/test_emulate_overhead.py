@@ -38,8 +38,8 @@ def test_a_quiet_install_of_what_is_installed_is_recognised_down_the_dependency_
                                                                                       tmp_path: Path) -> None:
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("# pinned\nsp-alpha==1.0  # the model\n\nsp-beta>=2\nsp-zeta==1; python_version < '3'\n")
-    lines = container_pip._quiet_install_requirements(["install", "--quiet", "-r", str(requirements)])
-    assert lines == ["sp-alpha==1.0", "sp-beta>=2", "sp-zeta==1; python_version < '3'"]
+    lines, quiet = container_pip._install_requirements(["install", "--quiet", "-r", str(requirements)])
+    assert lines == ["sp-alpha==1.0", "sp-beta>=2", "sp-zeta==1; python_version < '3'"] and quiet
     assert container_pip._all_installed(lines)
 
 
@@ -58,10 +58,10 @@ def test_a_missing_dependency_of_a_dependency_goes_to_pip(tmp_path: Path, monkey
     assert not container_pip._all_installed(["sp-top"])
 
 
-@pytest.mark.parametrize("argv", [["install", "-r", "r.txt"], ["install", "-q", "-e", "."], ["uninstall", "-q", "x"],
+@pytest.mark.parametrize("argv", [["install", "-q", "-e", "."], ["uninstall", "-q", "x"],
                                   ["install", "-q", "--index-url", "http://x", "y"], ["install", "-q", "-r", "nowhere"]])
 def test_other_calls_go_to_pip(argv: list[str]) -> None:
-    assert container_pip._quiet_install_requirements(argv) is None
+    assert container_pip._install_requirements(argv) is None
 
 
 def test_the_shim_ends_at_once_or_runs_pip(site: Path, tmp_path: Path) -> None:
@@ -81,11 +81,33 @@ def test_the_shim_ends_at_once_or_runs_pip(site: Path, tmp_path: Path) -> None:
     assert missing.returncode == 3 and "pip ran ['install', '-q', '-r'" in missing.stdout
 
 
+def test_a_verdict_is_remembered_until_a_distribution_is_installed_or_removed(site: Path, tmp_path: Path) -> None:
+    fake = tmp_path / "fake" / "pip"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text("import sys; sys.exit(3)\n")
+    verdicts = tmp_path / "verdicts"
+    env = {**os.environ, "PYTHONPATH": f"{fake.parent}{os.pathsep}{site}", "SAGEPIPE_PIP_VERDICTS": str(verdicts)}
+    (tmp_path / "r.txt").write_text("sp-alpha==1.0\n")
+
+    def shim() -> int:
+        argv = [sys.executable, str(SHIM), "install", "-q", "-r", str(tmp_path / "r.txt")]
+        return subprocess.run(argv, env=env, capture_output=True, text=True).returncode
+
+    assert shim() == 0 and len(list(verdicts.iterdir())) == 1
+    # edited in place (pip never does this), beta no longer satisfies alpha: the remembered verdict still answers
+    (site / "sp_beta-2.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: sp-beta\nVersion: 1.0\n")
+    assert shim() == 0
+    _dist(site, "sp-other", "1.0")  # an install changes site-packages: the check runs again and finds beta 1.0
+    assert shim() == 3
+
+
 def test_container_pip_shims_use_the_fast_path(tmp_path: Path) -> None:
     from pipelines.emulate.container import Container
 
-    box = Container(tmp_path / "box")
+    box = Container(tmp_path / "box", tmp_path / "verdicts")
     env = box.environment({})
+    assert env["SAGEPIPE_PIP_VERDICTS"] == str(tmp_path / "verdicts")
     assert "container_pip.py" in (box.bin / "pip").read_text()
     assert env["PIP_NO_INDEX"] == "1" and env["PATH"].startswith(str(box.bin))
 
@@ -162,3 +184,21 @@ def test_the_emulated_aws_starts_before_it_is_needed_and_ends_with_the_block(tmp
         assert unreachable(url) is None
     assert "AWS_ENDPOINT_URL" not in os.environ
     assert unreachable(url, timeout=0.5)
+
+
+def test_the_sdk_training_driver_installs_requirements_through_container_pip(tmp_path: Path) -> None:
+    """ModelTrainer copies sagemaker-core's install_requirements.py into sm_drivers; its `python -m pip` call
+    is routed to the shim. Worded differently in a new SDK, this fails (and real pip, slower, would run)."""
+    import shutil
+
+    import sagemaker.core.utils.install_requirements as sdk_script
+
+    from pipelines.emulate.container import CONTAINER_PIP, Container
+
+    drivers = tmp_path / "sm_drivers"
+    (drivers / "scripts").mkdir(parents=True)
+    shutil.copy(sdk_script.__file__, drivers / "scripts" / "install_requirements.py")
+    Container(tmp_path / "box", tmp_path / "verdicts").route_pip(drivers)
+    text = (drivers / "scripts" / "install_requirements.py").read_text()
+    assert f'[python_executable, {str(CONTAINER_PIP)!r}, "install", "-r", requirements_file]' in text
+    assert '"-m", "pip"' not in text
