@@ -13,7 +13,7 @@ import os
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, ContextManager, Iterable
 
 from pipelines.errors import RegistryError, did_you_mean
 
@@ -63,10 +63,9 @@ class Registry(ABC):
         """The newest version of group whose model files hash to model_hash: a quick look, where None means not
         found (or, for a backend that cannot tell cheaply, not known); register() decides for certain."""
         try:
-            same = [p for p in self.versions(group) if p["lineage"].get("model_hash") == model_hash]
+            return newest_with_hash(self.versions(group), model_hash)
         except RegistryError:
             return None
-        return same[-1] if same else None
 
     def model_path(self, package: dict[str, Any]) -> Path:
         """A local folder holding the version's model files."""
@@ -98,6 +97,12 @@ class Registry(ABC):
     def no_such_version(self, group: str, version: int) -> RegistryError:
         known = [str(p["version"]) for p in self.versions(group)]
         return RegistryError(f"model group '{group}' has no version {version} (versions: {', '.join(known) or 'none'})")
+
+
+def newest_with_hash(packages: Iterable[dict[str, Any]], model_hash: str | None) -> dict[str, Any] | None:
+    """The last of packages (oldest first) whose model files hash to model_hash."""
+    same = [p for p in packages if model_hash and p["lineage"].get("model_hash") == model_hash]
+    return same[-1] if same else None
 
 
 def check_transition(package: dict[str, Any], status: str, force: bool, since: float | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any, ContextManager
 
 from pipelines.fsutil import atomic_write_json, link_tree
 from pipelines.model_archive import ARCHIVE, model_folder, pack
-from pipelines.registry.base import Registry, history_entry, now
+from pipelines.registry.base import Registry, history_entry, newest_with_hash, now
 from pipelines.registry.locking import file_lock
 
 
@@ -45,7 +45,7 @@ class LocalRegistry(Registry):
                  lineage: dict[str, Any], run_id: str | None = None) -> tuple[dict[str, Any], bool]:
         group_dir = self.root / group
         group_dir.mkdir(parents=True, exist_ok=True)
-        existing = self.identical(group, lineage["model_hash"]) if lineage.get("model_hash") else None
+        existing = newest_with_hash(self.versions(group), lineage.get("model_hash"))
         if existing:
             return existing, False
         version = self._claim_version(group_dir)

@@ -20,7 +20,7 @@ from typing import Any, ContextManager
 
 from pipelines.model_archive import ARCHIVE, ModelArchiveError, model_folder, unpack
 from pipelines.registry import mlflow_tags as tags
-from pipelines.registry.base import Registry, RegistryError, history_entry
+from pipelines.registry.base import Registry, RegistryError, history_entry, newest_with_hash
 from pipelines.registry.locking import file_lock
 from pipelines.registry.mlflow_model import write_model_folder
 from pipelines.registry.mlflow_sqlite import SqliteView
@@ -52,13 +52,13 @@ class MlflowRegistry(Registry):
 
     # --- reading ---------------------------------------------------------------------------------
     def groups(self) -> list[str]:
-        fast = self._view.groups() if self._view else None
+        fast = self._view.groups() if self._view else None  # None: the view cannot tell, ask MlflowClient
         if fast is not None:
             return fast
         return sorted(m.name for m in _all_pages(self.client.search_registered_models))
 
     def versions(self, group: str) -> list[dict[str, Any]]:
-        found: list[Any] | None = self._view.versions(group) if self._view else None
+        found: list[Any] | None = self._viewed(group)
         if found is None:
             self._require_group(group)
             found = _all_pages(self.client.search_model_versions, filter_string=f"name = '{group}'")
@@ -70,14 +70,12 @@ class MlflowRegistry(Registry):
         store, opening MlflowClient here could race its schema migration; register() asks MlflowClient later."""
         if self._view is None:
             return super().identical(group, model_hash)
-        found = self._view.versions(group) or []
-        same = [p for p in map(tags.package, found) if p["lineage"].get("model_hash") == model_hash]
-        return same[-1] if same else None
+        return newest_with_hash(map(tags.package, self._viewed(group) or []), model_hash)
 
     def show(self, group: str, version: int) -> dict[str, Any]:
         from mlflow.exceptions import MlflowException
 
-        found = self._view.versions(group) if self._view else None
+        found = self._viewed(group)
         if found is not None:  # the view knows the group, so an absent version is absent
             match = [v for v in found if v.version == int(version)]
             if not match:
@@ -92,7 +90,7 @@ class MlflowRegistry(Registry):
 
     def approved(self, group: str) -> dict[str, Any] | None:
         """The version the group's `approved` alias names; for stores from before the alias, the newest Approved."""
-        found = self._view.versions(group) if self._view else None
+        found = self._viewed(group)
         if found is not None:
             named = [tags.package(v) for v in found if ALIAS in v.aliases]
             package = named[0] if named else None
@@ -143,11 +141,11 @@ class MlflowRegistry(Registry):
 
         run_id: the registering step's MLflow run; the version links to the training step's run when
         lineage names it (training_step, mlflow_run_id), else to run_id, else to a new registration run."""
-        same = self.identical(group, lineage["model_hash"]) if lineage.get("model_hash") else None
-        if same:
-            return same, False
         client = self.client
         self._ensure_group(group)
+        same = newest_with_hash(self.versions(group), lineage.get("model_hash"))  # for certain, unlike identical()
+        if same:
+            return same, False
         source_run = self._training_run(lineage) or run_id or self._registration_run(group)
         lineage = {**lineage, "source_run": source_run}
         with model_folder(model) as files, tempfile.TemporaryDirectory() as scratch:
@@ -219,6 +217,10 @@ class MlflowRegistry(Registry):
                                         tags={"sagepipe.kind": "registration"}).info.run_id
         self.client.set_terminated(run_id, "FINISHED")
         return str(run_id)
+
+    def _viewed(self, group: str) -> list[Any] | None:
+        """The group's versions as the SQLite view reads them; None where there is no view or it cannot tell."""
+        return self._view.versions(group) if self._view else None
 
     def _require_group(self, group: str) -> None:
         from mlflow.exceptions import MlflowException
