@@ -92,6 +92,8 @@ FIGURES = [
     Figure("pipeline", "example / scripts by hand", "pipeline_speed", "rows_5000.overhead_ratio", "x", 1.3),
     Figure("emulate", "emulate / run, wall (median), cold", "emulate_overhead", "ratio_median", "x", 1.5),
     Figure("emulate", "emulate / run, compile cached", "emulate_overhead", "warm_compile_ratio_median", "x", 1.5),
+    Figure("emulate", "emulate / run, after a code edit (compile brought up to date)", "emulate_overhead",
+           "code_edit_ratio_median", "x", 1.5),
     Figure("transform", "batch transform peak RSS", "transform_memory", "peak_rss_mb", "MB", 2048),
     Figure("tuning", "2 parallel jobs / 1, speed-up", "tuning_speed", "speedup_parallel_2_over_1", "x"),
     Figure("ddp", "2 processes / 1, samples/s", "ddp_throughput", "speedup_2_over_1", "x"),

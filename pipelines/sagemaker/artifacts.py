@@ -42,10 +42,7 @@ def content_address(definition: Any, objects: dict[str, bytes], bucket: str,
             members, single = {k[len(base):]: v for k, v in objects.items() if k.startswith(base)}, False
             if not members:
                 return uri  # an output location, or data that is not ours
-        digest = hashlib.sha256()
-        for name in sorted(members):
-            digest.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
-        folder = f"{prefix}/artifacts/{digest.hexdigest()[:24]}"
+        folder = f"{prefix}/artifacts/{folder_digest(members)}"
         for name, data in members.items():
             artifacts[f"{folder}/{name}"] = data
         new_uri = root + (f"{folder}/{next(iter(members))}" if single else folder)
@@ -64,11 +61,27 @@ def content_address(definition: Any, objects: dict[str, bytes], bucket: str,
     return walk(definition), artifacts
 
 
+def folder_digest(members: dict[str, bytes]) -> str:
+    """The name of an artifact folder: a digest of its members' names and contents."""
+    digest = hashlib.sha256()
+    for name in sorted(members):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
+    return digest.hexdigest()[:24]
+
+
+def local_members(path: Path) -> dict[str, bytes] | None:
+    """What a local file or folder becomes as an artifact ({name: bytes}, noise left out); None if absent."""
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    if not path.is_dir():
+        return None
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file() and not _is_noise(str(p.relative_to(path)))}
+
+
 def reproducible_targz(folder: Path, extra: dict[str, bytes] | None = None) -> bytes:
     """A tar.gz of a folder (plus `extra` files) that depends only on file names and contents."""
-    members = {str(path.relative_to(folder)): path.read_bytes()
-               for path in folder.rglob("*") if path.is_file() and not _is_noise(str(path))}
-    members.update(extra or {})
+    members = {**(local_members(folder) or {}), **(extra or {})}
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
         with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -5,8 +5,19 @@ seconds, most of them importing the SageMaker SDK; `emulate` then `upsert` in CI
 other --param values (execution parameters, not compile inputs), would pay them each time. An entry is found
 by the loaded config (env overlay and parameter defaults included), sagepipe's own code, and the Python and
 SDK versions; it then holds a digest of every local file or folder the compile read (code folders, staged
-inputs), and is used only while all of them still match. Entries are JSON files under `<state>/compiled/`,
-written whole (atomically); the newest KEEP are kept. SAGEPIPE_COMPILE_CACHE=off compiles every time.
+inputs), and is used while all of them still match.
+
+When only the contents of files change (an edit of a script, no file added, removed or renamed), the entry is
+brought up to date without the SDK: a compile depends on a shipped folder's file names (which requirements.txt
+or entry script there is) and on its contents only through the content-addressed artifact it becomes
+(artifacts.py). So each changed folder's artifact is made again and its new address replaces the old one in
+the definition; the entry records, for every read path whose artifact it checked byte for byte, that address
+and the file names. Any other change (a file added or removed, a path not shipped as one artifact, a config
+edit) compiles, and so does every change to a compile that ships an archive (a tuning step packs its code
+folder: contents no artifact mirrors).
+
+Entries are JSON files under `<state>/compiled/`, written whole (atomically); the newest KEEP are kept.
+SAGEPIPE_COMPILE_CACHE=off compiles every time.
 """
 
 from __future__ import annotations
@@ -16,11 +27,12 @@ import hashlib
 import json
 import os
 import sys
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-FORMAT = 1
+FORMAT = 2
 KEEP = 20
 SDK_DISTRIBUTIONS = ("sagemaker", "sagemaker-core", "sagemaker-mlops", "sagemaker-train", "sagemaker-serve",
                      "boto3", "botocore", "pydantic")
@@ -28,13 +40,20 @@ SDK_DISTRIBUTIONS = ("sagemaker", "sagemaker-core", "sagemaker-mlops", "sagemake
 
 def compiled_or_cached(spec: Any, root: Path | None, compile_: Callable[[Any, set[Path]], Any]) -> Any:
     """compile_(spec, read) -> Compiled, where it adds each local path it reads to read; or the entry under root
-    that the same inputs made. root None (or SAGEPIPE_COMPILE_CACHE=off): always compile."""
+    that the same inputs made (brought up to date where only file contents changed). root None (or
+    SAGEPIPE_COMPILE_CACHE=off): always compile."""
     if root is None or os.environ.get("SAGEPIPE_COMPILE_CACHE", "").lower() in ("off", "0", "false", "no"):
         return compile_(spec, set())
     entry = root / f"{_key(spec)}.json"
-    found = _load(entry)
-    if found is not None:
-        return found
+    data = _read(entry)
+    if data is not None:
+        current = _inputs_digest({Path(p) for p in data["inputs"]})
+        if current == data["inputs"]:
+            return _compiled(data["compiled"])
+        updated = _with_new_contents(data, current)
+        if updated is not None:
+            _store(entry, updated, {Path(p) for p in data["inputs"]})
+            return updated
     read: set[Path] = set()
     compiled = compile_(spec, read)
     _store(entry, compiled, read)
@@ -81,18 +100,80 @@ def _inputs_digest(paths: set[Path]) -> dict[str, str]:
     return found
 
 
-def _load(entry: Path) -> Any:
-    from pipelines.sagemaker.compiler import Compiled
-
+def _read(entry: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(entry.read_text())
-        if data.get("format") != FORMAT or _inputs_digest({Path(p) for p in data["inputs"]}) != data["inputs"]:
+        if data.get("format") != FORMAT or not isinstance(data.get("inputs"), dict):
             return None
-        kept = data["compiled"]
-        artifacts = {key: base64.b64decode(body) for key, body in kept.pop("artifacts").items()}
-        return Compiled(artifacts=artifacts, **kept)
-    except (OSError, ValueError, KeyError, TypeError):
+        data["compiled"]["artifacts"] = {key: base64.b64decode(body)
+                                         for key, body in data["compiled"]["artifacts"].items()}
+        return data
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no entry, or one this version cannot read: compile
+
+
+def _compiled(kept: dict[str, Any]) -> Any:
+    from pipelines.sagemaker.compiler import Compiled
+
+    return Compiled(**kept)
+
+
+def _with_new_contents(data: dict[str, Any], current: dict[str, str]) -> Any:
+    """The entry's compile with each changed path's artifact made again from its new contents, or None where
+    a change is more than new contents of the same files in a path shipped as one artifact."""
+    from pipelines.sagemaker.artifacts import folder_digest, local_members
+
+    kept, sources = dict(data["compiled"]), data.get("sources") or {}
+    artifacts, renamed = dict(kept["artifacts"]), {}
+    for path in (p for p, digest in data["inputs"].items() if current.get(p) != digest):
+        source, members = sources.get(path), local_members(Path(path))
+        if source is None or members is None or sorted(members) != source["names"]:
+            return None
+        old, new = (f"{kept['name']}/artifacts/{d}" for d in (source["digest"], folder_digest(members)))
+        artifacts = {k: v for k, v in artifacts.items() if not k.startswith(old + "/")}
+        artifacts.update({f"{new}/{name}": body for name, body in members.items()})
+        renamed[old] = new
+    kept.update(artifacts=artifacts, definition=_renamed(kept["definition"], renamed))
+    return _compiled(kept)
+
+
+def _renamed(value: Any, renamed: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _renamed(v, renamed) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, renamed) for v in value]
+    if isinstance(value, str) and value.startswith("s3://"):
+        bucket, _, key = value[5:].partition("/")
+        for old, new in renamed.items():
+            if key == old or key.startswith(old + "/"):
+                return f"s3://{bucket}/{new}{key[len(old):]}"
+    return value
+
+
+def _sources(compiled: Any, read: set[Path]) -> dict[str, dict[str, Any]]:
+    """{read path: its artifact's digest and file names}, for each path whose artifact holds exactly its files
+    and no other read path's (two paths with the same contents share one artifact: neither is recorded)."""
+    from pipelines.sagemaker.artifacts import folder_digest, local_members
+
+    found = {}
+    for path in read:
+        members = local_members(path)
+        if not members:
+            continue
+        digest = folder_digest(members)
+        folder = f"{compiled.name}/artifacts/{digest}/"
+        shipped = {k[len(folder):]: v for k, v in compiled.artifacts.items() if k.startswith(folder)}
+        if shipped == members:
+            found[str(path)] = {"digest": digest, "names": sorted(members)}
+    mirrored = tuple(f"{compiled.name}/artifacts/{s['digest']}/" for s in found.values())
+    if any(_archive(body) for key, body in compiled.artifacts.items() if not key.startswith(mirrored)):
+        return {}  # a packed folder (a tuning step's sourcedir.tar.gz) depends on contents it does not mirror
+    shared = Counter(s["digest"] for s in found.values())
+    return {p: s for p, s in found.items() if shared[s["digest"]] == 1}
+
+
+def _archive(body: bytes) -> bool:
+    return body[:2] == b"\x1f\x8b" or body[:4] == b"PK\x03\x04" or body[257:262] == b"ustar"
 
 
 def _store(entry: Path, compiled: Any, read: set[Path]) -> None:
@@ -103,7 +184,8 @@ def _store(entry: Path, compiled: Any, read: set[Path]) -> None:
             "artifacts": {key: base64.b64encode(body).decode() for key, body in compiled.artifacts.items()}}
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(entry, json.dumps({"format": FORMAT, "inputs": _inputs_digest(read), "compiled": kept}))
+        atomic_write_text(entry, json.dumps({"format": FORMAT, "inputs": _inputs_digest(read),
+                                             "sources": _sources(compiled, read), "compiled": kept}))
         for old in sorted(entry.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[KEEP:]:
             old.unlink(missing_ok=True)
     except OSError:

@@ -37,18 +37,44 @@ def test_an_unchanged_config_is_compiled_once_and_any_change_compiles_again(tmp_
     assert (again.name, again.bucket, again.region, again.role, again.tags) == \
         (first.name, first.bucket, first.region, first.role, first.tags)
 
-    (tmp_path / "p" / "scripts" / "score.py").write_text("print('changed')\n")  # code a step ships
-    changed = compiled()
-    assert compile_.calls == 2 and changed.json() != first.json()
-    (tmp_path / "p" / "settings.yaml").write_text("threshold: 0.7\n")  # a repository file staged as an input
-    compiled()
-    assert compile_.calls == 3
+    (tmp_path / "p" / "scripts" / "extra.py").write_text("X = 1\n")  # a file added where a step's code is
+    added = compiled()
+    assert compile_.calls == 2 and added.json() != first.json()
     text = config.read_text()
     config.write_text(text.replace("instance_count: 2, volume_gb: 50", "instance_count: 1, volume_gb: 50"))
     resized = compiled()
-    assert compile_.calls == 4 and resized.json() != changed.json()
+    assert compile_.calls == 3 and resized.json() != added.json()
     compiled()
-    assert compile_.calls == 4
+    assert compile_.calls == 3
+
+
+def test_new_contents_of_the_same_files_update_the_entry_as_a_compile_would(tmp_path: Path) -> None:
+    """A script edit (code a step ships) and a staged input's edit: no compile, and the definition and
+    artifacts are byte for byte those a compile of the edited files gives."""
+    config, cache, compile_ = _project(tmp_path / "p"), tmp_path / "compiled", Counting()
+    spec = lambda: load_pipeline(config, "dev")  # noqa: E731
+    first = compiled_or_cached(spec(), cache, compile_)
+    for path, text in (("scripts/score.py", "print('changed')\n"), ("settings.yaml", "threshold: 0.7\n")):
+        (tmp_path / "p" / path).write_text(text)
+        updated = compiled_or_cached(spec(), cache, compile_)
+        fresh = compile_pipeline(spec())
+        assert compile_.calls == 1
+        assert updated.json() == fresh.json() != first.json() and updated.artifacts == fresh.artifacts
+    assert compiled_or_cached(spec(), cache, compile_).json() == fresh.json() and compile_.calls == 1
+
+
+def test_a_compile_that_ships_an_archive_compiles_again_on_any_change(tmp_path: Path) -> None:
+    """A tuning step packs its code folder into sourcedir.tar.gz: contents that the processing step's artifact
+    of the same folder mirrors, and the archive does not."""
+    from tests.steps.conftest import HEADER, project
+    from tests.steps.test_tuning import STEP
+
+    pipeline = HEADER + "  - {name: prepare, type: processing, code: scripts/emit.py, outputs: [data]}\n" + STEP
+    config, cache, compile_ = project(tmp_path / "p", pipeline), tmp_path / "compiled", Counting()
+    compiled_or_cached(load_pipeline(config, "dev"), cache, compile_)
+    (tmp_path / "p" / "scripts" / "train.py").write_text("print('changed')\n")
+    changed = compiled_or_cached(load_pipeline(config, "dev"), cache, compile_)
+    assert compile_.calls == 2 and changed.json() == compile_pipeline(load_pipeline(config, "dev")).json()
 
 
 def test_a_broken_entry_or_a_cache_turned_off_compiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
