@@ -15,7 +15,8 @@ def compile_command(spec: Any, output: str | None, cache: Path | None = None) ->
     if output:
         atomic_write_text(Path(output), compiled.json())
         size = sum(len(b) for b in compiled.artifacts.values())
-        print(f"compiled {spec.name} (env {spec.env}): {len(compiled.definition['Steps'])} top-level steps, "
+        how = f"; {compiled.reused}" if compiled.reused else ""
+        print(f"compiled {spec.name} (env {spec.env}{how}): {len(compiled.definition['Steps'])} top-level steps, "
               f"{len(compiled.artifacts)} code files ({size / 1024:.0f} KiB) to upload -> {output}", file=sys.stderr)
     else:
         sys.stdout.write(compiled.json())

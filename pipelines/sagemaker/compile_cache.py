@@ -14,7 +14,7 @@ or entry script there is) and on its contents only through the content-addressed
 the definition; the entry records, for every read path whose artifact it checked byte for byte, that address
 and the file names. Any other change (a file added or removed, a path not shipped as one artifact, a config
 edit) compiles, and so does every change to a compile that ships an archive (a tuning step packs its code
-folder: contents no artifact mirrors).
+folder: contents no artifact mirrors). A file written while the compile ran keeps it out of the cache.
 
 Entries are JSON files under `<state>/compiled/`, written whole (atomically); the newest KEEP are kept.
 SAGEPIPE_COMPILE_CACHE=off compiles every time.
@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -44,19 +45,19 @@ def compiled_or_cached(spec: Any, root: Path | None, compile_: Callable[[Any, se
     SAGEPIPE_COMPILE_CACHE=off): always compile."""
     if root is None or os.environ.get("SAGEPIPE_COMPILE_CACHE", "").lower() in ("off", "0", "false", "no"):
         return compile_(spec, set())
-    entry = root / f"{_key(spec)}.json"
+    entry, started = root / f"{_key(spec)}.json", time.time()
     data = _read(entry)
     if data is not None:
         current = _inputs_digest({Path(p) for p in data["inputs"]})
         if current == data["inputs"]:
-            return _compiled(data["compiled"])
+            return _compiled(data["compiled"], "reused from the compile cache")
         updated = _with_new_contents(data, current)
         if updated is not None:
-            _store(entry, updated, {Path(p) for p in data["inputs"]})
+            _store(entry, updated, {Path(p) for p in data["inputs"]}, started)
             return updated
     read: set[Path] = set()
     compiled = compile_(spec, read)
-    _store(entry, compiled, read)
+    _store(entry, compiled, read, started)
     return compiled
 
 
@@ -112,10 +113,10 @@ def _read(entry: Path) -> dict[str, Any] | None:
         return None  # no entry, or one this version cannot read: compile
 
 
-def _compiled(kept: dict[str, Any]) -> Any:
+def _compiled(kept: dict[str, Any], reused: str) -> Any:
     from pipelines.sagemaker.compiler import Compiled
 
-    return Compiled(**kept)
+    return Compiled(**kept, reused=reused)
 
 
 def _with_new_contents(data: dict[str, Any], current: dict[str, str]) -> Any:
@@ -125,7 +126,8 @@ def _with_new_contents(data: dict[str, Any], current: dict[str, str]) -> Any:
 
     kept, sources = dict(data["compiled"]), data.get("sources") or {}
     artifacts, renamed = dict(kept["artifacts"]), {}
-    for path in (p for p, digest in data["inputs"].items() if current.get(p) != digest):
+    changed = [p for p, digest in data["inputs"].items() if current.get(p) != digest]
+    for path in changed:
         source, members = sources.get(path), local_members(Path(path))
         if source is None or members is None or sorted(members) != source["names"]:
             return None
@@ -134,7 +136,8 @@ def _with_new_contents(data: dict[str, Any], current: dict[str, str]) -> Any:
         artifacts.update({f"{new}/{name}": body for name, body in members.items()})
         renamed[old] = new
     kept.update(artifacts=artifacts, definition=_renamed(kept["definition"], renamed))
-    return _compiled(kept)
+    return _compiled(kept, "from the compile cache, with new contents of "
+                           + ", ".join(sorted(Path(p).name for p in changed)))
 
 
 def _renamed(value: Any, renamed: dict[str, str]) -> Any:
@@ -172,12 +175,28 @@ def _sources(compiled: Any, read: set[Path]) -> dict[str, dict[str, Any]]:
     return {p: s for p, s in found.items() if shared[s["digest"]] == 1}
 
 
+def _written_since(paths: set[Path], moment: float) -> bool:
+    for path in paths:
+        files = [path] if path.is_file() else path.rglob("*")
+        try:
+            if any(f.stat().st_mtime >= moment for f in files if f.is_file()):
+                return True
+        except OSError:
+            return True
+    return False
+
+
 def _archive(body: bytes) -> bool:
     return body[:2] == b"\x1f\x8b" or body[:4] == b"PK\x03\x04" or body[257:262] == b"ustar"
 
 
-def _store(entry: Path, compiled: Any, read: set[Path]) -> None:
+def _store(entry: Path, compiled: Any, read: set[Path], started: float) -> None:
+    """Keep compiled as the entry, unless a file it read changed while it was made (the digests, taken now,
+    would stand for contents it was not made from)."""
     from pipelines.fsutil import atomic_write_text
+
+    if _written_since(read, started):  # (a coarse file clock may date a write a tick early: before any read)
+        return
 
     kept = {"name": compiled.name, "definition": compiled.definition, "bucket": compiled.bucket,
             "region": compiled.region, "role": compiled.role, "tags": compiled.tags,

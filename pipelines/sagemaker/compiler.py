@@ -31,6 +31,7 @@ class Compiled:
     region: str
     role: str
     tags: dict[str, str] = field(default_factory=dict)
+    reused: str = field(default="", compare=False)  # how the compile cache gave it ("" when compiled now)
 
     def json(self) -> str:
         """The definition as canonical JSON (sorted keys): byte-identical for the same inputs."""

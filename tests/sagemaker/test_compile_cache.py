@@ -58,9 +58,26 @@ def test_new_contents_of_the_same_files_update_the_entry_as_a_compile_would(tmp_
         (tmp_path / "p" / path).write_text(text)
         updated = compiled_or_cached(spec(), cache, compile_)
         fresh = compile_pipeline(spec())
-        assert compile_.calls == 1
+        assert compile_.calls == 1 and updated.reused.endswith(f"new contents of {Path(path).parent.name or path}")
         assert updated.json() == fresh.json() != first.json() and updated.artifacts == fresh.artifacts
     assert compiled_or_cached(spec(), cache, compile_).json() == fresh.json() and compile_.calls == 1
+
+
+def test_a_file_written_while_it_compiles_keeps_that_compile_out_of_the_cache(tmp_path: Path) -> None:
+    """The entry's digests are taken after the compile: an edit saved meanwhile would otherwise stand for
+    contents the definition was not made from, and the next emulate would run the old code."""
+    config, cache = _project(tmp_path / "p"), tmp_path / "compiled"
+    script = tmp_path / "p" / "scripts" / "score.py"
+
+    def saved_meanwhile(spec: object, read: set[Path]) -> object:
+        compiled = compile_pipeline(spec, read)  # type: ignore[arg-type]
+        script.write_text("print('saved during the compile')\n")
+        return compiled
+
+    before = compiled_or_cached(load_pipeline(config, "dev"), cache, saved_meanwhile)
+    assert not list(cache.glob("*.json"))
+    after = compiled_or_cached(load_pipeline(config, "dev"), cache, Counting())
+    assert after.json() != before.json() and after.json() == compile_pipeline(load_pipeline(config, "dev")).json()
 
 
 def test_a_compile_that_ships_an_archive_compiles_again_on_any_change(tmp_path: Path) -> None:
