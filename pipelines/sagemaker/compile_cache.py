@@ -51,7 +51,10 @@ def compiled_or_cached(spec: Any, root: Path | None, compile_: Callable[[Any, se
         current = _inputs_digest({Path(p) for p in data["inputs"]})
         if current == data["inputs"]:
             return _compiled(data["compiled"], "reused from the compile cache")
-        updated = _with_new_contents(data, current)
+        try:
+            updated = _with_new_contents(data, current)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            updated = None  # an entry this version cannot read: compile
         if updated is not None:
             _store(entry, updated, {Path(p) for p in data["inputs"]}, started)
             return updated

@@ -3,6 +3,7 @@ and redone when any of them changes; a broken or unwanted cache only costs a com
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -102,9 +103,15 @@ def test_a_broken_entry_or_a_cache_turned_off_compiles(tmp_path: Path, monkeypat
     entry.write_text('{"format": 1, "inputs": {}, "compiled": {"name": ')  # cut short
     compiled_or_cached(spec, cache, compile_)
     assert compile_.calls == 2
+    data = json.loads(entry.read_text())  # sources that do not say what they should, and a script edited
+    data["sources"] = {path: {"digest": 7} for path in data["inputs"]}
+    entry.write_text(json.dumps(data))
+    (tmp_path / "p" / "scripts" / "score.py").write_text("print('changed')\n")
+    assert compiled_or_cached(spec, cache, compile_).json() == compile_pipeline(spec).json()
+    assert compile_.calls == 3
     monkeypatch.setenv("SAGEPIPE_COMPILE_CACHE", "off")
     compiled_or_cached(spec, cache, compile_)
-    assert compile_.calls == 3
+    assert compile_.calls == 4
     assert compile_pipeline_or_explain(spec).json() == compile_pipeline(spec).json()  # no folder: no cache
 
 
