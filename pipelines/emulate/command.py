@@ -135,14 +135,15 @@ def _typed(declared: dict[str, Any], text: str) -> Any:
 
 
 def _upload(s3: Any, path: Path, pipeline: str) -> str:
+    from pipelines.emulate.jobs import upload
+
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    base = path if path.is_dir() else path.parent
     digest = hashlib.sha256()
     for file in files:
-        digest.update(str(file.relative_to(path if path.is_dir() else path.parent)).encode() + file.read_bytes())
+        digest.update(str(file.relative_to(base)).encode() + file.read_bytes())
     prefix = f"{pipeline}/emulate-inputs/{digest.hexdigest()[:16]}"
-    for file in files:
-        relative = file.relative_to(path if path.is_dir() else path.parent)
-        s3.upload_file(str(file), UPLOAD_BUCKET, f"{prefix}/{relative}")
+    upload(s3, base, f"s3://{UPLOAD_BUCKET}/{prefix}", files)
     return f"s3://{UPLOAD_BUCKET}/{prefix}" + (f"/{path.name}" if path.is_file() else "")
 
 

@@ -4,7 +4,8 @@ pip resolves every requirement and its dependency tree before it concludes that 
 costs seconds per job. Here every requirement (markers applied) and, recursively, each dependency it declares is
 looked up among the installed distributions; when all of them satisfy their specifiers, pip would install nothing
 and print nothing (with -q; else its "Requirement already satisfied" lines, as here), so this exits 0 at once.
-Anything else (a missing or mismatched distribution, an option, a URL) runs pip itself, which, without an index (PIP_NO_INDEX), installs nothing new and fails loudly.
+Anything else (a missing or mismatched distribution, an option, a URL) runs pip itself, which, without an index
+(PIP_NO_INDEX), installs nothing new and fails loudly.
 
 Run as a script by the container's `pip` shim; it imports nothing from sagepipe.
 """

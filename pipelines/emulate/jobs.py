@@ -60,14 +60,16 @@ def download(s3: Any, uri: str, target: Path, required: bool = True) -> int:
     return len(wanted)
 
 
-def upload(s3: Any, folder: Path, uri: str) -> None:
+def upload(s3: Any, folder: Path, uri: str, files: list[Path] | None = None) -> None:
+    """Every file in folder (or the given files in it) to uri, under its path relative to folder."""
     bucket, prefix = split_uri(uri)
 
     def put(file: Path) -> None:
         with open(file, "rb") as body:
             s3.put_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/{file.relative_to(folder)}".lstrip("/"), Body=body)
 
-    in_parallel(put, [(file,) for file in sorted(p for p in folder.rglob("*") if p.is_file())])
+    chosen = files if files is not None else sorted(p for p in folder.rglob("*") if p.is_file())
+    in_parallel(put, [(file,) for file in chosen])
 
 
 def in_parallel(work: Callable[..., None], calls: list[tuple[Any, ...]]) -> None:

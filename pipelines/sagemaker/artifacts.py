@@ -42,7 +42,7 @@ def content_address(definition: Any, objects: dict[str, bytes], bucket: str,
             members, single = {k[len(base):]: v for k, v in objects.items() if k.startswith(base)}, False
             if not members:
                 return uri  # an output location, or data that is not ours
-        folder = f"{prefix}/artifacts/{folder_digest(members)}"
+        folder = artifact_folder(prefix, members)
         for name, data in members.items():
             artifacts[f"{folder}/{name}"] = data
         new_uri = root + (f"{folder}/{next(iter(members))}" if single else folder)
@@ -61,12 +61,12 @@ def content_address(definition: Any, objects: dict[str, bytes], bucket: str,
     return walk(definition), artifacts
 
 
-def folder_digest(members: dict[str, bytes]) -> str:
-    """The name of an artifact folder: a digest of its members' names and contents."""
+def artifact_folder(prefix: str, members: dict[str, bytes]) -> str:
+    """The key of an artifact folder: `<prefix>/artifacts/` and a digest of its members' names and contents."""
     digest = hashlib.sha256()
     for name in sorted(members):
         digest.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
-    return digest.hexdigest()[:24]
+    return f"{prefix}/artifacts/{digest.hexdigest()[:24]}"
 
 
 def local_members(path: Path) -> dict[str, bytes] | None:

@@ -125,7 +125,7 @@ def _compiled(kept: dict[str, Any], reused: str) -> Any:
 def _with_new_contents(data: dict[str, Any], current: dict[str, str]) -> Any:
     """The entry's compile with each changed path's artifact made again from its new contents, or None where
     a change is more than new contents of the same files in a path shipped as one artifact."""
-    from pipelines.sagemaker.artifacts import folder_digest, local_members
+    from pipelines.sagemaker.artifacts import artifact_folder, local_members
 
     kept, sources = dict(data["compiled"]), data.get("sources") or {}
     artifacts, renamed = dict(kept["artifacts"]), {}
@@ -134,7 +134,7 @@ def _with_new_contents(data: dict[str, Any], current: dict[str, str]) -> Any:
         source, members = sources.get(path), local_members(Path(path))
         if source is None or members is None or sorted(members) != source["names"]:
             return None
-        old, new = (f"{kept['name']}/artifacts/{d}" for d in (source["digest"], folder_digest(members)))
+        old, new = source["folder"], artifact_folder(kept["name"], members)
         artifacts = {k: v for k, v in artifacts.items() if not k.startswith(old + "/")}
         artifacts.update({f"{new}/{name}": body for name, body in members.items()})
         renamed[old] = new
@@ -157,25 +157,24 @@ def _renamed(value: Any, renamed: dict[str, str]) -> Any:
 
 
 def _sources(compiled: Any, read: set[Path]) -> dict[str, dict[str, Any]]:
-    """{read path: its artifact's digest and file names}, for each path whose artifact holds exactly its files
+    """{read path: its artifact folder and file names}, for each path whose artifact holds exactly its files
     and no other read path's (two paths with the same contents share one artifact: neither is recorded)."""
-    from pipelines.sagemaker.artifacts import folder_digest, local_members
+    from pipelines.sagemaker.artifacts import artifact_folder, local_members
 
-    found = {}
+    found: dict[str, dict[str, Any]] = {}
     for path in read:
         members = local_members(path)
         if not members:
             continue
-        digest = folder_digest(members)
-        folder = f"{compiled.name}/artifacts/{digest}/"
-        shipped = {k[len(folder):]: v for k, v in compiled.artifacts.items() if k.startswith(folder)}
+        folder = artifact_folder(compiled.name, members)
+        shipped = {k[len(folder) + 1:]: v for k, v in compiled.artifacts.items() if k.startswith(folder + "/")}
         if shipped == members:
-            found[str(path)] = {"digest": digest, "names": sorted(members)}
-    mirrored = tuple(f"{compiled.name}/artifacts/{s['digest']}/" for s in found.values())
+            found[str(path)] = {"folder": folder, "names": sorted(members)}
+    mirrored = tuple(s["folder"] + "/" for s in found.values())
     if any(_archive(body) for key, body in compiled.artifacts.items() if not key.startswith(mirrored)):
         return {}  # a packed folder (a tuning step's sourcedir.tar.gz) depends on contents it does not mirror
-    shared = Counter(s["digest"] for s in found.values())
-    return {p: s for p, s in found.items() if shared[s["digest"]] == 1}
+    shared = Counter(s["folder"] for s in found.values())
+    return {p: s for p, s in found.items() if shared[s["folder"]] == 1}
 
 
 def _written_since(paths: set[Path], moment: float) -> bool:

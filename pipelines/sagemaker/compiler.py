@@ -123,11 +123,11 @@ class CompileContext:
         path = path.resolve()
         self.read.add(path)
         if str(path) not in self.staged:
+            from pipelines.sagemaker.artifacts import local_members
+
             prefix = f"staging/{len(self.staged)}"
-            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-            for file in files:
-                name = file.name if path.is_file() else str(file.relative_to(path))
-                self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/{name}", Body=file.read_bytes())
+            for name, body in (local_members(path) or {}).items():  # as it will be content-addressed
+                self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}/{name}", Body=body)
             self.staged[str(path)] = f"s3://{self.bucket}/{prefix}" + (f"/{path.name}" if path.is_file() else "")
         return self.staged[str(path)]
 

@@ -104,7 +104,7 @@ def test_a_broken_entry_or_a_cache_turned_off_compiles(tmp_path: Path, monkeypat
     compiled_or_cached(spec, cache, compile_)
     assert compile_.calls == 2
     data = json.loads(entry.read_text())  # sources that do not say what they should, and a script edited
-    data["sources"] = {path: {"digest": 7} for path in data["inputs"]}
+    data["sources"] = {path: {"folder": 7} for path in data["inputs"]}
     entry.write_text(json.dumps(data))
     (tmp_path / "p" / "scripts" / "score.py").write_text("print('changed')\n")
     assert compiled_or_cached(spec, cache, compile_).json() == compile_pipeline(spec).json()
