@@ -94,6 +94,8 @@ FIGURES = [
     Figure("emulate", "emulate / run, compile cached", "emulate_overhead", "warm_compile_ratio_median", "x", 1.5),
     Figure("emulate", "emulate / run, after a code edit (compile brought up to date)", "emulate_overhead",
            "code_edit_ratio_median", "x", 1.5),
+    Figure("emulate", "second emulation, every job cached / first", "emulate_overhead", "again_share_median", "",
+           0.15),
     Figure("transform", "batch transform peak RSS", "transform_memory", "peak_rss_mb", "MB", 2048),
     Figure("tuning", "2 parallel jobs / 1, speed-up", "tuning_speed", "speedup_parallel_2_over_1", "x"),
     Figure("ddp", "2 processes / 1, samples/s", "ddp_throughput", "speedup_2_over_1", "x"),

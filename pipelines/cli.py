@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     emulate.add_argument("--max-parallel", type=int, default=None, metavar="N")
     emulate.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     _tail_arg(emulate)
+    emulated = sub.add_parser("emulated", help="list or clean the emulated AWS that emulations share (S3, model "
+                              "packages, endpoints, executions, the step cache)")
+    emulated_sub = emulated.add_subparsers(dest="emulated_command", required=True, metavar="ACTION")
+    emulated_sub.add_parser("list", help="what it holds").add_argument("--json", action="store_true")
+    emulated_sub.add_parser("clean", help="forget it: the next emulation starts from an empty account")
     compile_ = sub.add_parser("compile", help="compile to a SageMaker Pipeline definition (offline)")
     _config_args(compile_, params=False)
     compile_.add_argument("-o", "--output", metavar="FILE", help="write the definition here (default: stdout)")
@@ -237,6 +242,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return show_log(state_root(), args.run_id, args.step, args.follow)
     if args.command == "emulate":
         return _emulate(args)
+    if args.command == "emulated":
+        from pipelines.emulate import aws_state
+        from pipelines.emulate.server import aws_dir
+
+        home = aws_dir(state_root() / "emulate")
+        return aws_state.list_command(home, args.json) if args.emulated_command == "list" \
+            else aws_state.clean_command(home)
     from pipelines.loader import load_pipeline
 
     spec = load_pipeline(args.config, args.env, getattr(args, "param", []))
@@ -251,6 +263,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("compile", "upsert", "start", "executions"):
         from pipelines.sagemaker import commands as cloud
 
+        if args.command in ("compile", "upsert"):
+            _check_cloud(spec)  # each job's requirements fit its image (asked before any compile cache)
         if args.command == "compile":
             return cloud.compile_command(spec, args.output, state_root() / "compiled")
         if args.command == "upsert":
@@ -284,7 +298,7 @@ def _check_cloud(spec: Any) -> None:
     if spec.settings.sagemaker:  # a cloud env: what compile would refuse, without the SDK
         from pipelines.sagemaker.checks import check_cloud_config
 
-        check_cloud_config(spec)
+        check_cloud_config(spec, requirements=True)
 
 
 def _validate_json(args: argparse.Namespace) -> int:

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.errors import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNAVAILABLE, UsageError
-from pipelines.local.state import RunState, RunUnavailable, list_runs
+from pipelines.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, UsageError
+from pipelines.local.state import RunState, list_runs
 from pipelines.spec import PipelineSpec
 
-EXIT_CODES = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+from pipelines.drive import drive
 
 
 def run(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | None, as_json: bool,
@@ -46,8 +46,13 @@ def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool, par
         print(f"run {run_id} already succeeded; nothing to resume", file=sys.stderr)
         return 0
     if state.data.get("execution_arn"):
-        raise UsageError(f"run {run_id} is an emulated execution, which is not resumed: run `sagepipe emulate` "
-                         "again; its step cache returns finished jobs at once")
+        if params:
+            raise UsageError(f"run {run_id} is an emulated execution, whose parameters were fixed when it "
+                             "started: run `sagepipe emulate` again with them (its step cache returns finished "
+                             "jobs at once)")
+        from pipelines.emulate.execution import resume as resume_emulation
+
+        return resume_emulation(state, root, max_parallel, as_json, tail)
     recorded = [f"{k}={_text(v)}" for k, v in state.data["params"].items()]
     spec = load_pipeline(state.data["config_path"], state.data["env"], [*recorded, *params])
     changed = {k: v for k, v in spec.param_values.items() if state.data["params"].get(k) != v}
@@ -59,51 +64,6 @@ def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool, par
 
 def _text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
-def drive(spec: PipelineSpec, root: Path, max_parallel: int | None, as_json: bool, use_cache: bool,
-          start: Any, title: str, tail: int = 0) -> int:
-    """Run (or resume) spec with live progress, explain the outcome; the exit code."""
-    from pipelines.local.progress import make_reporter
-    from pipelines.local.runner import LocalRunner
-
-    names = [s.name for s in spec.steps]
-    stream = sys.stderr if as_json else sys.stdout
-    print(title, file=stream, flush=True)
-    reporter = make_reporter(names, stream, tail)
-    from pipelines.tracking import open_tracker
-
-    tracker = open_tracker(spec, root, warn=reporter.warn)
-    runner = LocalRunner(spec, root, use_cache=use_cache, max_parallel=max_parallel, report=reporter,
-                         tracker=tracker, warn=reporter.warn)
-    try:  # the tracking store is opened by a background writer: nothing to wait for here
-        state = start(runner)
-    except RunUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return exc.exit_code
-    finally:
-        reporter.close()
-    from pipelines.explain import explain
-    from pipelines.report import after_run
-
-    explain(state, stream, spec)
-    after_run(state, spec, tracker, stream)
-    if as_json:
-        print(json.dumps(summary(state), indent=2, default=str))
-    return EXIT_CODES.get(state.data["status"], 1)
-
-
-def summary(state: RunState) -> dict[str, Any]:
-    """The documented `--json` shape of a run."""
-    data = state.data
-    return {
-        "run_id": data["run_id"], "status": data["status"], "pipeline": data["pipeline"],
-        "steps": [{"name": n, "status": s["status"], "cached": s.get("cached", False),
-                   "duration_s": s.get("duration_s"), "peak_rss_mb": s.get("peak_rss_mb")}
-                  for n, s in data["steps"].items()],
-        "metrics": {n: s["metrics"] for n, s in data["steps"].items() if s.get("metrics")},
-        **({"execution_arn": data["execution_arn"]} if data.get("execution_arn") else {}),
-    }
 
 
 def runs_list(root: Path, as_json: bool) -> int:

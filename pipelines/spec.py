@@ -70,7 +70,15 @@ class Cache(Strict):
     """Reuse a step's outputs when its code, config and inputs are unchanged."""
 
     enabled: bool = True
-    expire_after: str = Field("P30D", pattern=r"^P(\d+[YMWD])*(T(\d+[HMS])+)?$")
+    expire_after: str = Field("P30D", description="ISO 8601 duration, as SageMaker's ExpireAfter: P30D, PT12H, 30d")
+
+    @field_validator("expire_after")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        from pipelines.local.cache import duration_seconds
+
+        duration_seconds(value)  # its ValueError names the forms it takes
+        return value
 
     @model_validator(mode="before")
     @classmethod

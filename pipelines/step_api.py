@@ -31,6 +31,8 @@ class LocalResult:
     skip: list[str] = field(default_factory=list)
     note: str = ""
     registered: dict[str, Any] | None = None  # {group, version, status} of a register step
+    cached_from: str | None = None  # the earlier run or execution whose result a backend's own cache reused
+    emulated: dict[str, Any] | None = None  # an emulated definition step: its Type, properties, branch decision
 
 
 @dataclass

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
 from pipelines.errors import StepFailed
 from pipelines.spec import RelativePath, Strict
 from pipelines.step_api import CompileContext, LocalResult, StepContext
+from steps.base import MODEL_IMAGE
 from steps.processing import ProcessingStep
 
 
@@ -25,6 +26,7 @@ class EvaluationStep(ProcessingStep):
     """SageMaker ProcessingStep with a PropertyFile; `${steps.<name>.metrics.<key>}` reads the report."""
 
     type: Literal["evaluation"] = "evaluation"  # type: ignore[assignment]
+    default_image: ClassVar[dict[str, str]] = MODEL_IMAGE  # it loads what training made, with training's libraries
     report: Report = Report()
 
     @model_validator(mode="after")

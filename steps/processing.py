@@ -89,7 +89,8 @@ class ProcessingStep(ScriptStep):
         processor = Processor(
             role=cc.role, image_uri=self.container_image(cc), instance_count=resources.instance_count,
             instance_type=resources.instance_type, volume_size_in_gb=resources.volume_gb,
-            entrypoint=script_entrypoint(code), base_job_name=self.name, sagemaker_session=cc.session,
+            entrypoint=script_entrypoint(code, self.shipped_requirements(cc)), base_job_name=self.name,
+            sagemaker_session=cc.session,
             env={str(k): cc.text(v) for k, v in self.environment.items()} or None,
             volume_kms_key=cc.kms_key(), output_kms_key=cc.kms_key(), network_config=cc.network_config(),
             max_runtime_in_seconds=self.sagemaker.max_runtime_s)
@@ -100,12 +101,12 @@ class ProcessingStep(ScriptStep):
                                  retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
 
 
-def script_entrypoint(code: Path) -> list[str]:
-    """Run the script from the code folder; install its requirements.txt first when there is one."""
+def script_entrypoint(code: Path, requirements: str | None) -> list[str]:
+    """Run the script from the code folder; first install its requirements file (a path inside that folder), if any."""
     script = f"/opt/ml/processing/input/code/{code.name}"
-    if not (code.parent / "requirements.txt").is_file():
+    if requirements is None:
         return ["python3", script]
-    install = "pip install --quiet -r /opt/ml/processing/input/code/requirements.txt"
+    install = f"pip install --quiet -r /opt/ml/processing/input/code/{requirements}"
     return ["/bin/bash", "-c", f'{install} && exec python3 {script} "$@"', "--"]
 
 

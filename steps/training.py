@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,7 +16,7 @@ from pipelines.model_archive import ARCHIVE, pack
 from pipelines.netutil import free_port
 from pipelines.spec import CloudSettings, Strict
 from pipelines.step_api import CompileContext, LocalResult, StepContext
-from steps.base import ScriptStep, link_input
+from steps.base import MODEL_IMAGE, ScriptStep, link_input
 
 OUTPUTS = ("model", "output")
 
@@ -48,6 +48,7 @@ class TrainingStep(ScriptStep):
     """SageMaker TrainingStep: channels, SM_MODEL_DIR, hyperparameters as arguments and SM_HPS."""
 
     type: Literal["training"] = "training"
+    default_image: ClassVar[dict[str, str]] = MODEL_IMAGE
     hyperparameters: dict[str, Any] = {}
     distribution: Distribution | None = None
     sagemaker: TrainingCloud = TrainingCloud()
@@ -122,7 +123,8 @@ class TrainingStep(ScriptStep):
         max_run = cloud.max_runtime_s
         stopping = StoppingCondition(max_runtime_in_seconds=max_run,
                                      max_wait_time_in_seconds=(cloud.max_wait_s or 2 * max_run) if spot else None)
-        requirements = "requirements.txt" if (code.parent / "requirements.txt").is_file() else None
+        requirements = self.shipped_requirements(cc)  # a source_dir archive holds it as requirements.txt (tuning)
+        requirements = "requirements.txt" if requirements and source_dir else requirements
         channels = [InputData(channel_name=name, data_source=cc.input_source(value))
                     for name, value in self.inputs.items()]
         trainer = ModelTrainer(
@@ -135,12 +137,22 @@ class TrainingStep(ScriptStep):
             compute=compute, stopping_condition=stopping,
             output_data_config=OutputDataConfig(s3_output_path=cc.execution_uri(self.name, "output"),
                                                 kms_key_id=cc.kms_key()),
-            checkpoint_config=CheckpointConfig(s3_uri=cc.execution_uri(self.name, "checkpoints"),
-                                               local_path="/opt/ml/checkpoints"),
+            checkpoint_config=CheckpointConfig(s3_uri=self.checkpoint_uri(cc), local_path="/opt/ml/checkpoints"),
             hyperparameters={k: cc.text(v) for k, v in self.hyperparameters.items()},
             environment={str(k): cc.text(v) for k, v in self.environment.items()}, networking=cc.networking(),
         )
         return trainer, channels
+
+    def checkpoint_uri(self, cc: CompileContext) -> str:
+        """`s3://<bucket>/<pipeline>/checkpoints/<step>/<digest of this step's config>`. CheckpointConfig is part of
+        a training step's cache key on SageMaker, so a URI scoped to the execution would never let the step be a
+        cache hit; one of its own per configuration keeps other configurations' checkpoints apart, and the
+        scripts' checkpoint guard (model_code/checkpoint_guard.py) resumes only a checkpoint written with the same
+        arguments, data and code (a parameter's value or an upstream output that differs is refused there)."""
+        from pipelines.fsutil import hash_json
+
+        digest = hash_json(self.model_dump(mode="json", exclude={"description", "retry", "cache"}))[:16]
+        return f"s3://{cc.bucket}/{cc.spec.name}/checkpoints/{self.name}/{digest}"
 
     def _launcher(self, ctx: StepContext) -> list[str]:
         """torchrun on this one machine: processes_per_host x instance_count processes (gloo, or nccl on GPUs)."""

@@ -295,7 +295,7 @@ class TuningStep(TrainingStep):
 
     def compile_sagemaker(self, cc: CompileContext) -> Any:
         """A TuningStep from SDK v3's HyperparameterTuner over this step's ModelTrainer; the model output is the
-        SDK's top-model S3 URI (the best training job's model.tar.gz, under this execution)."""
+        best training job's model.tar.gz under the tuning job's own output path."""
         from sagemaker.core.parameter import CategoricalParameter, ContinuousParameter, IntegerParameter
         from sagemaker.core.workflow.functions import Join
         from sagemaker.mlops.workflow import TuningStep as SdkTuningStep
@@ -316,7 +316,10 @@ class TuningStep(TrainingStep):
                                     "here (the pipeline-definition schema lacks TrainingJobDefinition.Environment); "
                                     "pass these settings as hyperparameters")
         key = f"staging/{self.name}/sourcedir.tar.gz"  # content-addressed with the rest at the end of compile
-        cc.s3.put_object(Bucket=cc.bucket, Key=key, Body=reproducible_targz(cc.repo_path(self.code).parent))
+        # the training toolkit installs the archive's requirements.txt: the step's requirements file goes there
+        requirements = self.requirements_file(cc.spec.repo_root) if self.shipped_requirements(cc) else None
+        extra = {"requirements.txt": requirements.read_bytes()} if requirements else None
+        cc.s3.put_object(Bucket=cc.bucket, Key=key, Body=reproducible_targz(cc.repo_path(self.code).parent, extra))
         trainer, channels = self.model_trainer(cc, source_dir=f"s3://{cc.bucket}/{key}")
         trainer.output_data_config.compression_type = None  # GZIP is the API default; tuning's schema lacks it
         if not self.sagemaker.spot:
@@ -338,8 +341,12 @@ class TuningStep(TrainingStep):
         step = SdkTuningStep(name=self.name, step_args=tuner.tune(inputs=channels),
                              description=self.description or None, cache_config=cc.cache_config(self),
                              retry_policies=cc.retry_policies(self) or None, depends_on=cc.depends_on(self))
-        output = cc.execution_uri(self.name, "output").values[2:]  # <pipeline>/<execution id>/<step>/output
-        step.top_model_uri = step.get_top_model_s3_uri(top_k=0, s3_bucket=cc.bucket, prefix=Join(on="/", values=output))
+        # The best trial's model.tar.gz, from the tuning job's own properties: a cache hit hands back the earlier
+        # job's, whose trials wrote under that job's output path, not this execution's (the SDK's
+        # get_top_model_s3_uri rebuilds the path from this execution and so names a model that does not exist).
+        step.top_model_uri = Join(on="/", values=[step.properties.TrainingJobDefinition.OutputDataConfig.S3OutputPath,
+                                                  step.properties.TrainingJobSummaries[0].TrainingJobName,
+                                                  "output/model.tar.gz"])
         return step
 
 

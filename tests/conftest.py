@@ -22,6 +22,10 @@ SHARED_DATA = SHARED / "data" / "insurance-claims"
 CHECKER = SHARED / "reference" / "check_definitions.py"
 
 
+# No network beyond loopback: a compile's requirements check would ask the package index; the tests that hold the
+# check turn it on themselves, over a local folder of wheels.
+os.environ.setdefault("SAGEPIPE_REQUIREMENTS_CHECK", "off")
+
 STRAY = ("mlflow.db", "mlruns", "mlartifacts")  # what MLflow writes into the working folder without a store URI
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.emulate.jobs import EMULATE_BUCKET as UPLOAD_BUCKET
 from pipelines.errors import ConfigError, Problem, did_you_mean
 
-UPLOAD_BUCKET = "sagepipe-emulate"
 TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
 
 
@@ -33,6 +32,12 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
             source, definition, region = spec.source_file, compiled.definition, compiled.region
             buckets, name, artifacts, role = {compiled.bucket}, compiled.name, compiled.artifacts, compiled.role
         refuse(source, definition)
+        from pipelines.emulate.unemulated import say_unemulated
+
+        say_unemulated(definition)
+        from pipelines.emulate.execution import steps_at_once
+
+        max_parallel = steps_at_once(source, definition, max_parallel)
         connect(region)
         import boto3
 
@@ -41,12 +46,16 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
             _ensure_bucket(s3, bucket, region)
         from pipelines.emulate.jobs import in_parallel
 
-        code_bucket = next(iter(buckets))
+        code_bucket = next(iter(sorted(buckets)), UPLOAD_BUCKET)  # a definition may name no bucket at all
         in_parallel(lambda key, data: s3.put_object(Bucket=code_bucket, Key=key, Body=data), sorted(artifacts.items()))
         values = parameter_values(source, definition, params, s3, name)
-        arn = _start(sm, name, definition, role, values)
-        pipeline = _runnable(spec, source, name, definition, values, arn, s3, sm, root)
-        return _run(pipeline, root, max_parallel, as_json, arn, tail)
+        from pipelines.emulate import execution as emulated
+
+        started = emulated.now()
+        execution = emulated.Execution(name, _start(sm, name, definition, role, values), definition, values,
+                                       source, region, started)
+        pipeline = emulated.runnable(spec, execution, s3, sm, root)
+        return emulated.run(pipeline, execution, root, max_parallel, as_json, tail)
 
 
 def refuse(source: str, definition: dict[str, Any]) -> None:
@@ -75,6 +84,9 @@ def _cannot_emulate(step: dict[str, Any], emulated: tuple[str, ...]) -> str | No
             image = (args.get("AppSpecification") or {}).get("ImageUri")
             return (f"image {image} runs {entry or 'its own entrypoint'}; emulate runs processing jobs whose "
                     "entrypoint is python3 (or a shell) over a script in the inputs")
+        from pipelines.emulate.processing import cannot_emulate as cannot_process
+
+        return cannot_process(args)
     if kind == "Training":
         algorithm = args.get("AlgorithmSpecification") or {}
         channels = {c.get("ChannelName") for c in args.get("InputDataConfig", [])}
@@ -156,7 +168,10 @@ def _read_definition(path: str) -> tuple[str, dict[str, Any], str, set[str]]:
         raise ConfigError([Problem(path, exc.lineno, "--definition", f"not JSON: {exc.msg} (column {exc.colno})")]) \
             from None
     if "PipelineDefinition" in definition:  # describe-pipeline(-definition-for-execution) output
-        definition = json.loads(definition["PipelineDefinition"])
+        described = definition
+        definition = json.loads(described["PipelineDefinition"])
+        if isinstance(definition, dict) and described.get("ParallelismConfiguration"):  # the pipeline's, kept
+            definition.setdefault("ParallelismConfiguration", described["ParallelismConfiguration"])
     if not isinstance(definition, dict) or not isinstance(definition.get("Steps"), list):
         raise ConfigError([Problem(path, None, "--definition", "not a pipeline definition (no Steps list)")])
     import os
@@ -183,67 +198,14 @@ def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
 
 
 def _start(sm: Any, name: str, definition: dict[str, Any], role: str, values: dict[str, Any]) -> str:
-    body = {"PipelineName": name, "PipelineDefinition": json.dumps(definition), "RoleArn": role}
+    parallelism = definition.get("ParallelismConfiguration")  # a CreatePipeline/StartPipelineExecution argument
+    body = {"PipelineName": name, "RoleArn": role, "PipelineDefinition": json.dumps(
+        {k: v for k, v in definition.items() if k != "ParallelismConfiguration"})}
+    limit = {"ParallelismConfiguration": parallelism} if parallelism else {}
     try:
-        sm.create_pipeline(**body)
+        sm.create_pipeline(**body, **limit)
     except sm.exceptions.ClientError:
-        sm.update_pipeline(**body)
-    started = sm.start_pipeline_execution(PipelineName=name, PipelineParameters=[
+        sm.update_pipeline(**body, **limit)
+    started = sm.start_pipeline_execution(PipelineName=name, **limit, PipelineParameters=[
         {"Name": k, "Value": json.dumps(v) if isinstance(v, bool) else str(v)} for k, v in values.items()])
     return started["PipelineExecutionArn"]
-
-
-def _runnable(spec: Any, source: str, name: str, definition: dict[str, Any], values: dict[str, Any], arn: str,
-              s3: Any, sm: Any, root: Path) -> Any:
-    """A PipelineSpec of emulated steps: the runner's scheduler, state, progress and tracking run it."""
-    from pipelines.emulate.expressions import Scope
-    from pipelines.emulate.steps import Emulation, EmulatedStep
-    from pipelines.sagemaker.definition_checks import all_steps, own_gets
-    from pipelines.spec import EnvSettings, PipelineSpec
-
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    execution = {"PipelineExecutionId": arn.rsplit("/", 1)[-1], "PipelineExecutionArn": arn, "PipelineName": name,
-                 "PipelineArn": arn.split("/execution/")[0], "StartDateTime": now, "CurrentDateTime": now}
-    emulation = Emulation(name, arn, s3, sm, Scope(values, execution), root / "emulate")
-    emulation.scope.read_property_file = emulation.read_property_file
-    raw_steps = list(all_steps(definition["Steps"]))
-    emulation.steps = {s["Name"]: s for s in raw_steps}
-
-    steps = []
-    for raw in raw_steps:
-        upstream = set(raw.get("DependsOn") or [])
-        upstream.update(get.split(".")[1] for get, _, _ in own_gets(raw) if get.startswith("Steps."))
-        args = raw.get("Arguments") or {}
-        branches = {"if_true": [s["Name"] for s in args.get("IfSteps", [])],
-                    "if_false": [s["Name"] for s in args.get("ElseSteps", [])]} if raw["Type"] == "Condition" else {}
-        steps.append(EmulatedStep.model_construct(
-            name=raw["Name"], type=f"sagemaker:{raw['Type']}", description=raw.get("Description", ""),
-            depends_on=sorted(upstream - {raw["Name"]}), retry=None, cache=None, raw=raw, emulation=emulation,
-            branches=branches))
-    return PipelineSpec.model_construct(
-        name=name, description="", parameters={}, defaults=spec.defaults if spec else PipelineSpec.model_fields[
-            "defaults"].default, steps=tuple(steps), env=getattr(spec, "env", "emulate"),
-        settings=EnvSettings(tracking_uri=_local_tracking(spec)), source_file=source,
-        repo_root=getattr(spec, "repo_root", "."), param_values=values)
-
-
-def _local_tracking(spec: Any) -> str | None:
-    """Emulated runs are tracked where local runs are: the local env's tracking URI."""
-    if spec is None:
-        return None
-    from pipelines.loader import load_pipeline
-
-    try:
-        return load_pipeline(spec.source_file, "local").settings.tracking_uri
-    except ConfigError:
-        return None
-
-
-def _run(pipeline: Any, root: Path, max_parallel: int | None, as_json: bool, arn: str, tail: int = 0) -> int:
-    from pipelines.commands import drive
-
-    import sys
-
-    print(f"emulating SageMaker pipeline execution {arn}", file=sys.stderr if as_json else sys.stdout, flush=True)
-    return drive(pipeline, root, max_parallel, as_json, False, lambda runner: runner.run(extra={"execution_arn": arn}),
-                 f"emulated execution of {pipeline.name}", tail)

@@ -29,6 +29,7 @@ class Container:
         self.pip_verdicts = pip_verdicts  # shared by the jobs of an emulation (container_pip.py)
         self.opt_ml = root / "opt" / "ml"
         self.bin = root / "bin"
+        self.image: dict[str, str] = {}  # the image it stands in for: SAGEPIPE_EMULATED_{IMAGE,STEP,STATE}
 
     def path(self, container_path: str) -> Path:
         """The local folder standing for a path inside the container (under /opt/ml)."""
@@ -67,13 +68,14 @@ class Container:
         return argv
 
     def environment(self, extra: dict[str, str]) -> dict[str, str]:
-        """python3, pip and torchrun resolve to this interpreter; pip installs nothing new."""
+        """python3, pip and torchrun resolve to this interpreter; pip installs nothing new (and refuses what the
+        job's image could not install)."""
         self._shims()
         import os
 
         return {"PATH": f"{self.bin}:{os.environ.get('PATH', '')}", "PIP_NO_INDEX": "1",
                 "SAGEPIPE_PIP_VERDICTS": str(self.pip_verdicts),
-                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1", **extra}
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONDONTWRITEBYTECODE": "1", **self.image, **extra}
 
     def _shims(self) -> None:
         self.bin.mkdir(parents=True, exist_ok=True)

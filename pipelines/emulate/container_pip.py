@@ -7,7 +7,12 @@ and print nothing (with -q; else its "Requirement already satisfied" lines, as h
 Anything else (a missing or mismatched distribution, an option, a URL) runs pip itself, which, without an index
 (PIP_NO_INDEX), installs nothing new and fails loudly.
 
-Run as a script by the container's `pip` shim; it imports nothing from sagepipe.
+Before that, the job's own image is asked: with $SAGEPIPE_EMULATED_IMAGE set (the image the job stands in for),
+a requirements file that cannot be installed for that image's Python and platform fails the install with the
+message `sagepipe compile` gives (pipelines/sagemaker/requirements_check.py, its cached answer when there is one),
+as it would fail in the real container.
+
+Run as a script by the container's `pip` shim; it imports nothing from sagepipe but that check, and only then.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ _COMMENT = re.compile(r"(^|\s+)#.*$")
 
 
 def main(argv: list[str]) -> int:
+    refusal = _image_refuses(argv)
+    if refusal:
+        print(refusal, file=sys.stderr, flush=True)
+        return 1
     found = _install_requirements(argv)
     if found is not None:
         requirements, quiet = found
@@ -66,6 +75,29 @@ def _install_requirements(argv: list[str]) -> tuple[list[str], bool] | None:
     if any(line.startswith("-") for line in lines):
         return None
     return lines, quiet
+
+
+def _image_refuses(argv: list[str]) -> str | None:
+    """Why the image this job stands in for cannot install the `-r` file of this `pip install` (None: it can,
+    or there is no image or file to ask about, or the check is off)."""
+    image = os.environ.get("SAGEPIPE_EMULATED_IMAGE")
+    off = os.environ.get("SAGEPIPE_REQUIREMENTS_CHECK", "").lower() in ("off", "0", "false", "no")
+    if not image or not argv or argv[0] != "install" or off:
+        return None
+    files = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("-r", "--requirement")]
+    files += [arg.partition("=")[2] for arg in argv if arg.startswith("--requirement=")]
+    if not files:
+        return None
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the sagepipe checkout (or install) holding us
+    from pipelines.sagemaker.requirements_check import check_requirements
+
+    state = os.environ.get("SAGEPIPE_EMULATED_STATE")
+    for file in files:
+        problem = check_requirements(image, file, os.environ.get("SAGEPIPE_EMULATED_STEP", ""),
+                                     state_root=Path(state) if state else None, shown=Path(file).name)
+        if problem is not None:
+            return f"sagepipe emulate: {problem.message}"
+    return None
 
 
 def _verdict_file(lines: list[str]) -> Path | None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from pipelines.errors import StepFailed
 
+# Execution variables that name the job of the step that uses them, by the step's Type
+JOB_NAME_VARIABLES = {"Processing": "ProcessingJobName", "Training": "TrainingJobName"}
 _PART = re.compile(r"\.?([A-Za-z0-9_]+)|\[['\"]([^'\"]+)['\"]\]|\[(\d+)\]")
 
 
@@ -36,12 +39,23 @@ class Scope:
             return [self.evaluate(v) for v in value]
         return value
 
+    def for_job(self, kind: str, job: str) -> Scope:
+        """This scope as a step of that Type sees it: Execution.ProcessingJobName (or TrainingJobName) is its job."""
+        variable = JOB_NAME_VARIABLES.get(kind)
+        return replace(self, execution={**self.execution, variable: job}) if variable else self
+
     def get(self, path: str) -> Any:
         head, _, rest = path.partition(".")
-        if head == "Parameters":
+        if path == "Execution.CurrentDateTime":  # the time it is read, not the start (StartDateTime)
+            return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if head == "Parameters" and rest in self.parameters:
             return self.parameters[rest]
-        if head == "Execution":
+        if head == "Execution" and rest in self.execution:
             return self.execution[rest]
+        if head == "Execution" and rest in JOB_NAME_VARIABLES.values():
+            kind = next(k for k, v in JOB_NAME_VARIABLES.items() if v == rest)
+            raise StepFailed(f"Execution.{rest} is the name of the job a {kind} step runs; use it in a {kind} "
+                             "step's arguments")
         if head == "Steps":
             step, _, prop = rest.partition(".")
             return property_value(self.properties.get(step, {}), prop, f"Steps.{step}")

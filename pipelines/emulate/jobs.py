@@ -1,4 +1,5 @@
-"""Processing and training jobs as SageMaker runs them, in a local container folder, with S3 in moto.
+"""Training jobs as SageMaker runs them, in a local container folder, with S3 in moto; the S3 transfers and
+container folders every job kind uses (processing jobs: pipelines/emulate/processing.py).
 
 Inputs are downloaded from S3 before the job, outputs uploaded when it ends; a training job restores its
 CheckpointConfig.S3Uri into the checkpoint folder first and syncs it back after, and its model directory
@@ -17,6 +18,7 @@ from pipelines.emulate.container import TEXT_SUFFIXES, Container
 from pipelines.errors import StepFailed
 
 RunProcess = Callable[[list[str], dict[str, str], Path], int]
+EMULATE_BUCKET = "sagepipe-emulate"  # emulate's own: parameter uploads and the service's step cache
 TRANSFER_THREADS, CHUNK = 8, 1 << 20
 NOT_HERE = ("data in your AWS account is not in it: pass a local copy as the parameter that names it, "
             "e.g. --param input_data=path/to/folder (emulate uploads it)")
@@ -29,8 +31,10 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def download(s3: Any, uri: str, target: Path, required: bool = True) -> int:
-    """Every object under the S3Prefix uri into target (as an S3Prefix input or a checkpoint restore)."""
+def download(s3: Any, uri: str, target: Path, required: bool = True,
+             shard: tuple[int, int] | None = None) -> int:
+    """Every object under the S3Prefix uri into target (as an S3Prefix input or a checkpoint restore); with
+    shard (index, count) only that instance's share: the objects sorted by key, every count-th from index."""
     from botocore.exceptions import ClientError
 
     bucket, prefix = split_uri(uri)
@@ -48,6 +52,10 @@ def download(s3: Any, uri: str, target: Path, required: bool = True) -> int:
             if ".." in Path(relative).parts:
                 raise StepFailed(f"S3 key {item['Key']!r} would land outside {target}")
             wanted.append((item["Key"], target / relative))
+    if required and not wanted:
+        raise StepFailed(f"no S3 objects found under {uri}; {NOT_HERE}")
+    if shard is not None:
+        wanted = sorted(wanted)[shard[0]::shard[1]]
 
     def fetch(key: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,8 +63,6 @@ def download(s3: Any, uri: str, target: Path, required: bool = True) -> int:
             shutil.copyfileobj(s3.get_object(Bucket=bucket, Key=key)["Body"], out, CHUNK)
 
     in_parallel(fetch, wanted)
-    if required and not wanted:
-        raise StepFailed(f"no S3 objects found under {uri}; {NOT_HERE}")
     return len(wanted)
 
 
@@ -98,31 +104,6 @@ def fresh_container(root: Path, pip_verdicts: Path) -> Iterator[Container]:
         if root.exists():
             shutil.rmtree(root)
         yield Container(root, pip_verdicts)
-
-
-def processing_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_dir: Path,
-                   run: RunProcess) -> dict[str, Any]:
-    """Run one processing job; its properties as DescribeProcessingJob gives them."""
-    for item in args.get("ProcessingInputs", []):
-        source = item["S3Input"]
-        download(s3, source["S3Uri"], box.path(source["LocalPath"]))
-        box.rewrite_files(box.path(source["LocalPath"]))
-    outputs = args.get("ProcessingOutputConfig", {}).get("Outputs", [])
-    for item in outputs:
-        box.path(item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
-    app = args["AppSpecification"]
-    argv = box.command(app.get("ContainerEntrypoint") or [], app.get("ContainerArguments") or [])
-    env = box.environment({**args.get("Environment", {}), "SAGEPIPE_PROCESSING_DIR": str(box.path("/opt/ml/processing"))})
-    code = run(argv, env, box.root)
-    if code != 0:
-        raise StepFailed(f"processing job {job} failed: {' '.join(app.get('ContainerEntrypoint') or [])} exited "
-                         f"with code {code}")
-    described = {}
-    for item in outputs:
-        upload(s3, box.path(item["S3Output"]["LocalPath"]), item["S3Output"]["S3Uri"])
-        described[item["OutputName"]] = item
-    return {"ProcessingJobName": job, "ProcessingJobStatus": "Completed", "AppSpecification": app,
-            "ProcessingOutputConfig": {"Outputs": described}, "ProcessingResources": args["ProcessingResources"]}
 
 
 def training_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_dir: Path,

@@ -58,7 +58,8 @@ def tuning_job(emulation: Any, step: str, args: dict[str, Any], key: str, ctx: S
     search = Search(STRATEGIES[config["Strategy"]], _space(config.get("ParameterRanges") or {}), maximize,
                     limits.get("MaxNumberOfTrainingJobs"), int(config.get("RandomSeed") or 0))
     parallel = min(local_parallelism(int(limits.get("MaxParallelTrainingJobs", 1))), search.total)
-    name = f"{step[:17]}-{key[:14]}".lower()  # a tuning job name has at most 32 characters
+    # a tuning job name has at most 32 characters, and is new in every execution (as the service names them)
+    name = f"{step[:10]}-{emulation.execution_id[-8:]}-{key[:12]}".lower()
     arn_prefix = emulation.execution_arn.split(":pipeline/")[0]
     curves: list[list[float]] = []
     lock = threading.Lock()
@@ -81,9 +82,11 @@ def tuning_job(emulation: Any, step: str, args: dict[str, Any], key: str, ctx: S
             return code
 
         request = _training_request(definition, trial)
+        trial_image = (definition.get("AlgorithmSpecification") or {}).get("TrainingImage")
         started = time.time()
         with EarlyStopper(log, pid_file, regex, maximize, completed) as stopper, \
                 jobs.fresh_container(emulation.container_root(step) / f"{trial.number:03d}", emulation.pip_verdicts) as box:
+            box.image = emulation.image_env(step, trial_image)
             try:
                 jobs.training_job(emulation.s3, request, trial.job, box, folder, run)
                 failure = ""

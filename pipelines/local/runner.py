@@ -174,6 +174,9 @@ class LocalRunner:
             final = "failed"
         elif self.processes.cancelled.is_set() or "interrupted" in statuses:
             final = "interrupted"
+        elif "pending" in statuses:  # nothing was ever ready for them: never a success
+            never = [n for n in self.graph.names if state.status(n) == "pending"]
+            final, error = "failed", f"steps never ran (each waits for another that never finished): {', '.join(never)}"
         else:
             final = "failed" if "failed" in statuses else "succeeded"
         try:
@@ -274,9 +277,13 @@ class LocalRunner:
         if key is not None:
             self.cache.store(key, result.outputs, recorded["output_digests"],
                              {"step": step.name, "metrics": result.metrics, "run_id": self.state.data["run_id"]})
-        extra = {"registered": result.registered} if result.registered else {}
-        self._finish(step.name, "succeeded", started, cache_key=key, metrics=result.metrics, **recorded,
-                     note=result.note, skip=result.skip, **extra)
+        extra: dict[str, Any] = {"registered": result.registered} if result.registered else {}
+        if result.cached_from:
+            extra["cached_from"] = result.cached_from
+        if result.emulated:
+            extra["emulated"] = result.emulated
+        self._finish(step.name, "cached" if result.cached_from else "succeeded", started, cache_key=key,
+                     metrics=result.metrics, **recorded, note=result.note, skip=result.skip, **extra)
         self._skip_all(result.skip, f"branch not taken ({step.name}: {result.note})")
 
     def _attempts(self, step: Step, ctx: StepContext, retry: Retry) -> LocalResult:

@@ -16,15 +16,15 @@ def write_report(run_dir: Path, spec: Any | None = None, output: Path | None = N
     """Write the report of the run in run_dir (to output, default `<run dir>/report.html`); its path.
 
     spec is the pipeline the run ran and state its state document (read from run_dir when not given). The
-    run's own config file is loaded instead of spec when spec is missing or emulated (the config's conditions
-    give the gate decision in words), if it still loads."""
+    run's own config file is loaded when spec is missing, if it still loads; an emulated run's gate decision
+    comes from what its condition step recorded in the state."""
     from pipelines.fsutil import atomic_write_text
     from pipelines.local.state import RunState
     from pipelines.report.collect import collect
     from pipelines.report.html import render
 
     state = state if state is not None else RunState.load(run_dir).data
-    if spec is None or state.get("execution_arn") or {s.name for s in spec.steps} != set(state.get("steps", {})):
+    if spec is None or {s.name for s in spec.steps} != set(state.get("steps", {})):
         spec = _spec_of(state) or spec
     target = output or run_dir / REPORT_NAME
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ def gate_decision(state: dict[str, Any], specs: dict[str, Any], registered: list
     records = state.get("steps", {})
     for name, record in records.items():
         spec = specs.get(name)
-        kind = str(getattr(spec, "type", ""))
+        kind = str(getattr(spec, "type", "")) or f"sagemaker:{(record.get('emulated') or {}).get('type', '')}"
         if kind != "condition" and not kind.endswith(":Condition"):
             continue
         return _decision(name, record, spec, state, registered, specs)
@@ -38,15 +38,21 @@ def _decision(name: str, record: dict[str, Any], spec: Any, state: dict[str, Any
         why = record.get("reason") or record.get("error") or "it did not run"
         return Gate(name, f"The gate '{name}' was not reached ({why}), so nothing was decided.", None)
     skipped = set(record.get("skip") or [])
-    if_true = list(getattr(spec, "if_true", []) or [])
-    if_false = list(getattr(spec, "if_false", []) or [])
+    branches = spec.branch_targets() if hasattr(spec, "branch_targets") else {}
+    if_true = list(getattr(spec, "if_true", []) or branches.get("if_true", []))
+    if_false = list(getattr(spec, "if_false", []) or branches.get("if_false", []))
     note = str(record.get("note") or "")
-    if if_true or if_false:
-        holds = not (set(if_true) & skipped) if if_true else bool(set(if_false) & skipped)
-    else:
-        holds = note.endswith("is true") or note.endswith("hold") and "do not" not in note
+    emulated = record.get("emulated") or {}
     expr = getattr(spec, "condition", None)
-    compared = _words(expr, holds, state) if expr is not None else note
+    if "outcome" in emulated:  # an emulated ConditionStep recorded what it compared
+        holds = bool(emulated["outcome"])
+        compared = _emulated_words(emulated.get("conditions") or [], holds) or note
+    else:
+        if if_true or if_false:
+            holds = not (set(if_true) & skipped) if if_true else bool(set(if_false) & skipped)
+        else:
+            holds = note.endswith("is true") or note.endswith("hold") and "do not" not in note
+        compared = _words(expr, holds, state) if expr is not None else note
     version = next((r for r in registered if r.step in if_true), None) or (registered[0] if registered else None)
     if holds:
         outcome = "the model passed the gate"
@@ -77,6 +83,38 @@ def _words(expr: Any, holds: bool, state: dict[str, Any]) -> str:
     if expr.op == "not":
         return f"not ({parts[0]})"
     return f" {expr.op} ".join(f"({p})" for p in parts) + (" holds" if holds else " does not hold")
+
+
+DEFINITION_OPS = {"GreaterThanOrEqualTo": ">=", "GreaterThan": ">", "LessThanOrEqualTo": "<=", "LessThan": "<",
+                  "Equals": "=="}
+
+
+def _emulated_words(conditions: list[dict[str, Any]], holds: bool) -> str:
+    """What an emulated condition compared, from the run's state: 'ROC AUC (evaluate) 0.749 < min_auc 0.75'."""
+    parts = []
+    for c in conditions:
+        op = DEFINITION_OPS.get(str(c.get("type")))
+        left, right = _source_label(str(c.get("left_from") or "")), _source_label(str(c.get("right_from") or ""))
+        if op is None:
+            parts.append(f"{left}{c.get('left')!r} {'in' if c.get('holds') else 'not in'} {c.get('right')!r}")
+            continue
+        lv, rv = _shown(c.get("left"), c.get("right"))
+        shown = SYMBOL.get(op, op) if c.get("holds") else NEGATION.get(op, f"not {op}")
+        parts.append(f"{left}{lv} {shown} {right}{rv}")
+    if len(parts) == 1:
+        return parts[0]
+    return " and ".join(f"({p})" for p in parts) + (" hold" if holds else " do not all hold")
+
+
+def _source_label(source: str) -> str:
+    """'evaluate report: binary_classification_metrics.auc.value' -> 'ROC AUC (evaluate) '."""
+    if source.startswith("parameter "):
+        return source[len("parameter "):] + " "
+    step, found, path = source.partition(" report: ")
+    if not found:
+        return ""
+    parts = [p for p in path.split(".") if p not in ("value", "standard_deviation")]
+    return f"{METRIC_LABELS.get(parts[-1], parts[-1].replace('_', ' ')) if parts else path} ({step}) "
 
 
 def _operand(value: Any, state: dict[str, Any]) -> tuple[str, Any]:

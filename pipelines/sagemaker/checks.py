@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from pipelines.errors import ConfigError, Problem, did_you_mean
 from pipelines.refs import ParamRef, refs_in
@@ -21,13 +21,17 @@ ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-def check_cloud_config(spec: PipelineSpec) -> None:
-    """Raise ConfigError listing every problem that would stop this pipeline on SageMaker."""
+def check_cloud_config(spec: PipelineSpec, requirements: bool = False) -> None:
+    """Raise ConfigError listing every problem that would stop this pipeline on SageMaker; with requirements, also
+    each job's requirements file that cannot be installed in its image (pip asks the package index, once per file
+    contents and image: `sagepipe compile` and `validate --env` do; a library compile does not)."""
     overlay = _overlay_file(spec)
     problems = list(check_account(spec, overlay))
     if problems and not spec.settings.sagemaker:  # not a cloud env at all: say only that
         raise ConfigError(problems)
     problems += [*check_instance_types(spec), *check_cloud_inputs(spec, overlay), *check_nested_conditions(spec)]
+    if requirements:
+        problems += check_job_requirements(spec)
     if problems:
         raise ConfigError(problems)
 
@@ -96,3 +100,28 @@ def check_nested_conditions(spec: PipelineSpec) -> Iterator[Problem]:
                                   f"'{target}' is a condition, and SageMaker runs no condition inside another's "
                                   f"branch; fold it into one condition with and: [...], or make '{target}' a "
                                   "top-level step")
+
+
+def check_job_requirements(spec: PipelineSpec) -> list[Problem]:
+    """Each script step's requirements file resolves for its image's Python and platform (requirements_check.py):
+    each distinct (file, image) once, side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+    from dataclasses import replace
+
+    from pipelines.sagemaker.requirements_check import check_requirements
+    from steps.base import ScriptStep
+
+    root = Path(spec.repo_root)
+    jobs: dict[tuple[str, Path], tuple[Any, Path, str, list[str]]] = {}
+    for step in spec.steps:
+        if isinstance(step, ScriptStep) and (path := step.requirements_file(root)) is not None:
+            image = step.job_image()
+            shown = step.requirements or str(Path(step.code).parent / "requirements.txt")
+            jobs.setdefault((repr(image), path), (image, path, shown, []))[3].append(step.name)
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(lambda job: check_requirements(job[0], job[1], shown=job[2],
+                                                             config_file=spec.source_file), jobs.values()))
+    return [replace(problem, path=f"steps.{name}.requirements")
+            for problem, (_, _, _, names) in zip(found, jobs.values()) if problem is not None for name in names]

@@ -1,4 +1,4 @@
-"""What CreatePipeline refuses in a definition, checked here so that every user gets it (stdlib only).
+"""What CreatePipeline refuses in a definition, checked here so that every user gets it (no AWS, no SDK).
 
 Each check is one function over the definition JSON and yields (step, field path, message with the fix):
 - a numeric or boolean parameter referenced directly in a String field (the service: "Cannot assign
@@ -6,13 +6,17 @@ Each check is one function over the definition JSON and yields (step, field path
 - a `Get` of a step that does not exist (or of the step itself), a `Std:JsonGet` of a property file the
   step does not declare, a property file over an output the step does not have;
 - a `Get` of an undeclared parameter or an unknown execution variable;
-- duplicate step names (condition branches included); `DependsOn` naming a missing step.
+- duplicate step names (condition branches included); `DependsOn` naming a missing step;
+- steps that wait for each other (`DependsOn`, `Get "Steps.X..."` and condition branches form a cycle);
+- what the API refuses in a job's own fields (pipelines/sagemaker/service_limits.py).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, Iterator
+
+from pipelines.sagemaker.service_limits import check_service_limits
 
 EXECUTION_VARIABLES = {"StartDateTime", "CurrentDateTime", "PipelineName", "PipelineArn", "PipelineExecutionId",
                        "PipelineExecutionArn", "TrainingJobName", "ProcessingJobName"}
@@ -25,14 +29,16 @@ TYPED_FIELDS = {"LeftValue", "RightValue", "QueryValue", "Values", "InstanceCoun
 STEP_REF = re.compile(r"^Steps\.([A-Za-z0-9_-]+)(?:[.\[]|$)")
 PROPERTY_FILE = re.compile(r"^Steps\.([A-Za-z0-9_-]+)\.PropertyFiles\.(.+)$")
 Finding = tuple[str, str, str]  # (step name, field path inside the step, message)
+IN_BRANCH = "Name"  # a branch step waits for its condition: no field of its own says so
 
 
 def check_definition(definition: dict[str, Any]) -> list[Finding]:
     """Every problem CreatePipeline (or the first execution) would stop at, in a stable order."""
     steps = list(all_steps(definition.get("Steps", [])))
     parameters = {p["Name"]: p.get("Type", "String") for p in definition.get("Parameters", [])}
+    defaults = {p["Name"]: p.get("DefaultValue") for p in definition.get("Parameters", [])}
     return [*duplicate_names(steps), *missing_dependencies(steps), *bad_references(steps, parameters),
-            *property_files_without_output(steps)]
+            *property_files_without_output(steps), *cycles(steps), *check_service_limits(steps, defaults)]
 
 
 def all_steps(steps: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -60,6 +66,78 @@ def missing_dependencies(steps: list[dict[str, Any]]) -> Iterator[Finding]:
             if other == step["Name"] or other not in names:
                 why = "itself" if other == step["Name"] else f"'{other}', which does not exist"
                 yield step["Name"], f"DependsOn[{i}]", f"names {why}; depend on one of {sorted(names - {step['Name']})}"
+
+
+def cycles(steps: list[dict[str, Any]]) -> Iterator[Finding]:
+    """One finding per group of steps that wait for each other, at the field where the first waits for the next."""
+    waits = {step["Name"]: _waits_for(step, steps) for step in steps}
+    edges = {name: sorted(w) for name, w in waits.items()}
+    reported: set[str] = set()
+    for name in waits:
+        cycle = None if name in reported else _cycle_from(name, edges)
+        if cycle:
+            reported |= _reachable(name, edges) & _reachable(name, _reversed(edges))  # all of its group
+            first = next((i for i in range(len(cycle) - 1) if waits[cycle[i]][cycle[i + 1]] != IN_BRANCH), 0)
+            cycle = [*cycle[first:-1], *cycle[:first], cycle[first]]  # start where a field of its own says so
+            yield cycle[0], waits[cycle[0]][cycle[1]], f"steps wait for each other in a cycle: {' -> '.join(cycle)} " \
+                                                      "(each waits for the next), so none of them can start; " \
+                                                      "remove one of these dependencies"
+
+
+def _waits_for(step: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, str]:
+    """The steps this one waits for, each with the field that says so (DependsOn, a Get, a condition's branch)."""
+    names = {s["Name"] for s in steps}
+    found: dict[str, str] = {}
+    for i, other in enumerate(step.get("DependsOn") or []):
+        found.setdefault(other, f"DependsOn[{i}]")
+    for get, path, _ in own_gets(step):
+        match = STEP_REF.match(get)
+        if match:
+            found.setdefault(match.group(1), path)
+    for condition in steps:
+        for branch in ("IfSteps", "ElseSteps") if condition.get("Type") == "Condition" else ():
+            if step["Name"] in [s.get("Name") for s in (condition.get("Arguments") or {}).get(branch, [])]:
+                found.setdefault(condition["Name"], IN_BRANCH)
+    return {other: path for other, path in found.items() if other in names and other != step["Name"]}
+
+
+def _cycle_from(start: str, waits: dict[str, list[str]]) -> list[str] | None:
+    """A path start -> ... -> start along waits, found depth first in a stable order, or None."""
+    trail, on_trail, done = [start], {start}, set()
+
+    def visit(name: str) -> list[str] | None:
+        for other in waits[name]:
+            if other == start:
+                return [*trail, start]
+            if other not in on_trail and other not in done:
+                trail.append(other)
+                on_trail.add(other)
+                found = visit(other)
+                if found:
+                    return found
+                on_trail.discard(trail.pop())
+                done.add(other)
+        return None
+
+    return visit(start)
+
+
+def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
+    seen, todo = {start}, [start]
+    while todo:
+        for other in edges[todo.pop()]:
+            if other not in seen:
+                seen.add(other)
+                todo.append(other)
+    return seen
+
+
+def _reversed(edges: dict[str, list[str]]) -> dict[str, list[str]]:
+    back: dict[str, list[str]] = {name: [] for name in edges}
+    for name, others in edges.items():
+        for other in others:
+            back[other].append(name)
+    return back
 
 
 def bad_references(steps: list[dict[str, Any]], parameters: dict[str, str]) -> Iterator[Finding]:

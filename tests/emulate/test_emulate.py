@@ -305,10 +305,12 @@ def test_model_endpoint_config_and_endpoint_steps_create_them(aws: dict, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_shared_checkpoint_uri_resumes_another_execution_and_the_compiled_one_does_not(aws: dict,
-                                                                                         tmp_path: Path) -> None:
-    """SageMaker restores CheckpointConfig.S3Uri into every new training job: with one fixed URI the second
-    execution 'resumes' the first one's finished training and trains nothing; scoped to the execution it trains."""
+def test_the_compiled_checkpoint_uri_outlives_the_execution_and_resumes_no_other_data(aws: dict,
+                                                                                    tmp_path: Path) -> None:
+    """SageMaker restores CheckpointConfig.S3Uri into every new training job. The compiled URI is one per
+    configuration, not per execution (CheckpointConfig is in training's cache key: scoped to the execution, the
+    step could never be a cache hit), and the checkpoint guard refuses what other data, arguments or code wrote:
+    an execution on other data trains from its first epoch."""
     import subprocess
 
     from pipelines.loader import load_pipeline
@@ -318,32 +320,26 @@ def test_a_shared_checkpoint_uri_resumes_another_execution_and_the_compiled_one_
     aws["s3"].create_bucket(Bucket=compiled.bucket)
     for key, body in compiled.artifacts.items():
         aws["s3"].put_object(Bucket=compiled.bucket, Key=key, Body=body)
-    data = tmp_path / "data"
-    subprocess.run([sys.executable, str(REPO / "model_code" / "generate_data.py"), "--rows", "1500", "--seed", "5",
-                    "--out", str(data)], check=True, capture_output=True)
+    data = {}
+    for seed in (5, 6):
+        data[seed] = tmp_path / f"data-{seed}"
+        subprocess.run([sys.executable, str(REPO / "model_code" / "generate_data.py"), "--rows", "1500", "--seed",
+                        str(seed), "--out", str(data[seed])], check=True, capture_output=True)
     steps = {s["Name"]: s for s in compiled.definition["Steps"]}
     train = steps["train"]
+    uri = train["Arguments"]["CheckpointConfig"]["S3Uri"]
+    assert isinstance(uri, str) and uri.startswith(f"s3://{compiled.bucket}/fraud-detection-torch/checkpoints/train/")
     train["CacheConfig"] = {"Enabled": False}  # a fresh training job in every execution
     train["Arguments"]["HyperParameters"]["epochs"] = "2"
-    trained = {}
-    for shared in (True, False):
-        if shared:
-            train["Arguments"]["CheckpointConfig"]["S3Uri"] = f"s3://{compiled.bucket}/fixed/checkpoints/train"
-        else:
-            train["Arguments"]["CheckpointConfig"] = next(
-                s for s in compile_pipeline(load_pipeline(REPO / "configs" / "fraud-detection-torch.yaml", "dev"))
-                .definition["Steps"] if s["Name"] == "train")["Arguments"]["CheckpointConfig"]
-        definition = {**compiled.definition, "Steps": [steps["ingest"], steps["preprocess"], train]}
-        path = tmp_path / f"torch-{'shared' if shared else 'scoped'}.json"
-        path.write_text(json.dumps(definition))
-        home = tmp_path / f"home-{shared}"
-        logs = []
-        for _ in range(2):
-            code, summary, err = _emulate(home, "--definition", str(path), "--param", f"input_data={data}")
-            assert code == 0, err
-            logs.append((home / "runs" / summary["run_id"] / "train" / "log.txt").read_text())
-        trained[shared] = logs
-    first, second = trained[True]
-    assert "epoch 2/2" in first and "resumed from checkpoint after epoch 2" in second and "epoch 1/2" not in second
-    first, second = trained[False]
+    path = tmp_path / "torch.json"
+    path.write_text(json.dumps({**compiled.definition, "Steps": [steps["ingest"], steps["preprocess"], train]}))
+    logs = []
+    for seed in (5, 6):
+        code, summary, err = _emulate(tmp_path / "home", "--definition", str(path), "--param",
+                                      f"input_data={data[seed]}")
+        assert code == 0, err
+        logs.append((tmp_path / "home" / "runs" / summary["run_id"] / "train" / "log.txt").read_text())
+    assert aws["s3"].list_objects_v2(Bucket=compiled.bucket, Prefix=uri[len(f"s3://{compiled.bucket}/"):])["KeyCount"]
+    first, second = logs
+    assert "epoch 2/2" in first
     assert "resumed from checkpoint" not in second and "epoch 1/2" in second and "epoch 2/2" in second

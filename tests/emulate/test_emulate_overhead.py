@@ -117,7 +117,7 @@ def test_a_property_file_is_read_once_per_job() -> None:
     import json
 
     from pipelines.emulate.expressions import Scope
-    from pipelines.emulate.steps import Emulation
+    from pipelines.emulate.emulation import Emulation
 
     class S3:
         def __init__(self) -> None:

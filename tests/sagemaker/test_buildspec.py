@@ -4,6 +4,7 @@ and a failing command fails the build."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -44,11 +45,14 @@ def build_env(aws: dict, home: Path) -> dict[str, str]:  # noqa: F811
             "CODEBUILD_SRC_DIR": str(REPO), "CODEBUILD_RESOLVED_SOURCE_VERSION": "abc123", "AWS_REGION": REGION}
 
 
+@pytest.mark.slow  # emulates every config, then upserts and runs one
 def test_the_build_upserts_and_starts_the_pipeline(build_env: dict, aws: dict) -> None:  # noqa: F811
     spec = yaml.safe_load((REPO / "buildspec.yml").read_text())
     assert spec["version"] == 0.2 and spec["reports"]["unit-tests"]["file-format"] == "JUNITXML"
     assert any(c.startswith("make test") and "--junitxml=reports/junit.xml" in c
                for c in spec["phases"]["pre_build"]["commands"])
+    for stale in (REPO / "build").glob("emulation*.json"):
+        stale.unlink()
     rc, log = codebuild(spec, build_env, REPO)
     assert rc == 0, log
     assert "make test ran" in log
@@ -59,10 +63,19 @@ def test_the_build_upserts_and_starts_the_pipeline(build_env: dict, aws: dict) -
     assert execution["status"] == "Succeeded" and ":pipeline/fraud-detection/execution/" in execution["arn"]
     listed = aws["sm"].list_pipeline_executions(PipelineName="fraud-detection")["PipelineExecutionSummaries"]
     assert [e["PipelineExecutionArn"] for e in listed] == [execution["arn"]]  # the emulation used its own AWS
-    emulated = json.loads((REPO / "build" / "emulation.json").read_text())
-    assert emulated["status"] == "succeeded" and emulated["execution_arn"] != execution["arn"]
-    assert {s["name"]: s["status"] for s in emulated["steps"]}["register"] == "succeeded"
-    assert log.index("sagepipe emulate") < log.index("sagepipe upsert")
+    configs = sorted(REPO.glob("configs/*.yaml"))
+    assert len(configs) >= 3  # fraud-detection, -torch and -hpo: every one is emulated before the upsert
+    for config in configs:
+        emulated = json.loads((REPO / "build" / f"emulation-{config.stem}.json").read_text())
+        assert emulated["status"] == "succeeded" and emulated["execution_arn"] != execution["arn"], config.name
+        assert f":pipeline/{yaml.safe_load(config.read_text())['name']}/execution/" in emulated["execution_arn"]
+        assert {s["name"]: s["status"] for s in emulated["steps"]}["register"] == "succeeded", config.name
+    assert sorted(spec["artifacts"]["files"]) == sorted(["build/pipeline-definition.json", "build/emulation-*.json",
+                                                         "build/execution.json"])
+    build = spec["phases"]["build"]["commands"]  # one shell, in order: each emulation has ended before the upsert
+    (emulate,) = [i for i, c in enumerate(build) if "sagepipe emulate" in c]
+    (upsert,) = [i for i, c in enumerate(build) if "sagepipe upsert" in c]
+    assert emulate < upsert and "configs/*.yaml" in build[emulate]
 
 
 def test_a_failing_command_fails_the_build(build_env: dict, tmp_path: Path) -> None:
@@ -74,6 +87,38 @@ def test_a_failing_command_fails_the_build(build_env: dict, tmp_path: Path) -> N
     broken["phases"]["install"]["commands"].append("false")
     rc, log = codebuild(broken, build_env, REPO)
     assert rc == 1 and "BUILD FAILED in install" in log and "[build]" not in log
+
+
+def _build_command(spec: dict, verb: str) -> str:
+    (command,) = [c for c in spec["phases"]["build"]["commands"] if f"sagepipe {verb}" in c]
+    return command
+
+
+def test_every_pipeline_config_takes_the_parameters_the_build_emulates_it_with() -> None:
+    spec = yaml.safe_load((REPO / "buildspec.yml").read_text())
+    given = set(re.findall(r"--param (\w+)=", _build_command(spec, "emulate")))
+    assert given == {"input_data", "min_auc"}
+    for config in sorted(REPO.glob("configs/*.yaml")):
+        assert given <= set(yaml.safe_load(config.read_text())["parameters"]), config.name
+
+
+def test_one_failed_emulation_fails_the_build_before_the_upsert(build_env: dict, tmp_path: Path) -> None:
+    """Not only the last config's emulation counts: the middle one fails here (a stand-in sagepipe)."""
+    spec = yaml.safe_load((REPO / "buildspec.yml").read_text())
+    (tmp_path / "configs").mkdir()
+    for name in ("a", "b", "c"):
+        (tmp_path / "configs" / f"{name}.yaml").write_text(f"name: {name}\n")
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    fake = tmp_path / ".venv" / "bin" / "sagepipe"
+    fake.write_text('#!/bin/bash\necho "$1 $2" >> calls.txt\n[ "$2" = configs/b.yaml ] && exit 3\necho "{}"\n')
+    fake.chmod(0o755)
+    (tmp_path / "build").mkdir()
+    only = {"version": 0.2, "env": spec["env"], "phases": {"build": {"commands": [
+        _build_command(spec, "emulate"), _build_command(spec, "upsert")]}}}
+    rc, log = codebuild(only, build_env, tmp_path)
+    assert rc != 0 and "sagepipe upsert" not in log, log  # the loop's `exit` ends the build's shell at once
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert calls[:2] == ["emulate configs/a.yaml", "emulate configs/b.yaml"] and not [c for c in calls if "upsert" in c]
 
 
 def test_a_failed_execution_exits_non_zero(monkeypatch: pytest.MonkeyPatch) -> None:

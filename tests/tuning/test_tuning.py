@@ -369,11 +369,11 @@ def test_compiled_tuning_step_is_the_sdk_tuner_over_the_model_trainer(tmp_path: 
     assert definition["OutputDataConfig"]["S3OutputPath"]["Std:Join"]["Values"][3] == {
         "Get": "Execution.PipelineExecutionId"}
     assert "CheckpointConfig" not in definition  # trials would share it
-    # downstream, the model is the SDK's top-model URI: the best training job's model.tar.gz in this execution
+    # downstream, the model is the best training job's model.tar.gz under the tuning job's own output path (its
+    # properties: on a cache hit, the earlier execution's), not one rebuilt from this execution's id
     model = result["steps"]["use"]["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3Uri"]
     assert model == {"Std:Join": {"On": "/", "Values": [
-        "s3:/", "tiny-hpo-bucket",
-        {"Std:Join": {"On": "/", "Values": ["tiny-hpo", {"Get": "Execution.PipelineExecutionId"}, "tune", "output"]}},
+        {"Get": "Steps.tune.TrainingJobDefinition.OutputDataConfig.S3OutputPath"},
         {"Get": "Steps.tune.TrainingJobSummaries[0].TrainingJobName"}, "output/model.tar.gz"]}}
     from pipelines.sagemaker.compiler import compile_pipeline
 
