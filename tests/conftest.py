@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ CHECKER = SHARED / "reference" / "check_definitions.py"
 # No network beyond loopback: a compile's requirements check would ask the package index; the tests that hold the
 # check turn it on themselves, over a local folder of wheels.
 os.environ.setdefault("SAGEPIPE_REQUIREMENTS_CHECK", "off")
+os.environ.setdefault("SAGEPIPE_REQUIREMENTS_CACHE", tempfile.mkdtemp(prefix="sagepipe-verdicts-"))  # not ~/.cache
 
 STRAY = ("mlflow.db", "mlruns", "mlartifacts")  # what MLflow writes into the working folder without a store URI
 

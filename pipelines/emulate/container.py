@@ -29,7 +29,7 @@ class Container:
         self.pip_verdicts = pip_verdicts  # shared by the jobs of an emulation (container_pip.py)
         self.opt_ml = root / "opt" / "ml"
         self.bin = root / "bin"
-        self.image: dict[str, str] = {}  # the image it stands in for: SAGEPIPE_EMULATED_{IMAGE,STEP,STATE}
+        self.image: dict[str, str] = {}  # the image it stands in for: SAGEPIPE_EMULATED_{IMAGE,STEP}
 
     def path(self, container_path: str) -> Path:
         """The local folder standing for a path inside the container (under /opt/ml)."""

@@ -91,12 +91,16 @@ def _image_refuses(argv: list[str]) -> str | None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the sagepipe checkout (or install) holding us
     from pipelines.sagemaker.requirements_check import check_requirements
 
-    state = os.environ.get("SAGEPIPE_EMULATED_STATE")
-    for file in files:
-        problem = check_requirements(image, file, os.environ.get("SAGEPIPE_EMULATED_STEP", ""),
-                                     state_root=Path(state) if state else None, shown=Path(file).name)
-        if problem is not None:
-            return f"sagepipe emulate: {problem.message}"
+    no_index = os.environ.pop("PIP_NO_INDEX", None)  # the container's pip installs nothing; the check asks the index
+    try:
+        for file in files:
+            problem = check_requirements(image, file, os.environ.get("SAGEPIPE_EMULATED_STEP", ""),
+                                         shown=Path(file).name)
+            if problem is not None:
+                return f"sagepipe emulate: {problem.message}"
+    finally:
+        if no_index is not None:
+            os.environ["PIP_NO_INDEX"] = no_index
     return None
 
 

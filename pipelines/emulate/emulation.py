@@ -57,8 +57,7 @@ class Emulation:
     def image_env(self, step: str, image: Any) -> dict[str, str]:
         """What a job's container learns of the image it stands in for (container_pip.py checks its
         requirements against that image's Python and platform)."""
-        return {"SAGEPIPE_EMULATED_IMAGE": str(image), "SAGEPIPE_EMULATED_STEP": step,
-                "SAGEPIPE_EMULATED_STATE": str(self.home.parent)} if image else {}
+        return {"SAGEPIPE_EMULATED_IMAGE": str(image), "SAGEPIPE_EMULATED_STEP": step} if image else {}
 
     def container_root(self, step: str) -> Path:
         return self.home / "containers" / self.pipeline / step

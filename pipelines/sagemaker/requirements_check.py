@@ -103,7 +103,7 @@ def resolve_requirements(image: Image, path: Path, state_root: Path | None = Non
     key = hashlib.sha256(json.dumps({"format": FORMAT, "requirements": _digest(path), "python": image.python,
                                      "platforms": image.pip_platforms(), "index": index, "resolve": lines},
                                     sort_keys=True).encode()).hexdigest()[:32]
-    cache = (state_root or default_state_root(path)) / "requirements-checks" / f"{key}.json"
+    cache = verdicts_folder(state_root) / f"{key}.json"
     try:
         stored = json.loads(cache.read_text())
         return Verdict(bool(stored["ok"]), str(stored["package"]), str(stored["reason"]),
@@ -123,13 +123,18 @@ def resolve_requirements(image: Image, path: Path, state_root: Path | None = Non
     return verdict
 
 
-def default_state_root(near: Path) -> Path:
-    """$SAGEPIPE_HOME, else .sagepipe in the repository that holds `near` (as the CLI finds it)."""
-    if os.environ.get("SAGEPIPE_HOME"):
-        return Path(os.environ["SAGEPIPE_HOME"])
-    from pipelines.loader import find_repo_root
-
-    return find_repo_root(near) / ".sagepipe"
+def verdicts_folder(state_root: Path | None = None) -> Path:
+    """Where pip's answers are kept: `<state_root>/requirements-checks` when a state folder is given, else one
+    folder per user ($SAGEPIPE_REQUIREMENTS_CACHE, default ~/.cache/sagepipe/requirements-checks). An answer is
+    a fact about the file, the image's Python and platform and the index, not about a state folder: like pip's
+    own cache, every project and state folder on the machine shares it, so a fresh state folder does not ask
+    pip again for what it already answered."""
+    if state_root is not None:
+        return state_root / "requirements-checks"
+    if os.environ.get("SAGEPIPE_REQUIREMENTS_CACHE"):
+        return Path(os.environ["SAGEPIPE_REQUIREMENTS_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "sagepipe" / "requirements-checks"
 
 
 def pip_command(image: Image, index: Sequence[str], requirements: Sequence[str]) -> list[str]:

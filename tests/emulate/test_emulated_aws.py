@@ -248,3 +248,32 @@ def test_a_job_says_which_image_it_stands_in_for_and_refuses_what_that_image_can
     assert "emulating image" in log and "sagemaker-scikit-learn" in log and "(Python 3.12" in log, log
     assert "job.txt cannot be installed in the job's image" in log and "newpy" in log, log
     assert "ran" not in log.splitlines()  # the job's script never started
+
+
+def test_the_image_check_asks_the_index_the_container_pip_may_not(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container's pip runs with PIP_NO_INDEX (it installs nothing new); the image's check must still reach
+    the package index, and the container's setting is back for the pip that follows."""
+    import importlib.util
+
+    from pipelines.sagemaker import requirements_check
+
+    seen: list[str | None] = []
+
+    def pip(argv: list[str]) -> subprocess.CompletedProcess:
+        seen.append(os.environ.get("PIP_NO_INDEX"))
+        return subprocess.CompletedProcess(argv, 0, '{"install": []}', "")
+
+    monkeypatch.setattr(requirements_check, "run_pip", pip)
+    spec = importlib.util.spec_from_file_location("container_pip", REPO / "pipelines" / "emulate" / "container_pip.py")
+    assert spec and spec.loader
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    wanted = tmp_path / "job.txt"
+    wanted.write_text("fitting==1.0\n")
+    for key, value in {"PIP_NO_INDEX": "1", "SAGEPIPE_EMULATED_IMAGE": "sklearn-1.9-0",
+                       "SAGEPIPE_REQUIREMENTS_CACHE": str(tmp_path / "verdicts"), "SAGEPIPE_PIP_INDEX_ARGS": ""}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("SAGEPIPE_REQUIREMENTS_CHECK", raising=False)
+    assert shim._image_refuses(["install", "-q", "-r", str(wanted)]) is None
+    assert seen == [None] and os.environ["PIP_NO_INDEX"] == "1"
