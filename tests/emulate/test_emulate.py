@@ -108,6 +108,26 @@ def test_a_cache_hit_serves_the_files_its_output_location_holds(aws: dict, tmp_p
     assert len(executions) == 3  # each emulated execution was started on the (moto) control plane
 
 
+def test_a_missing_report_fails_the_step_that_reads_it_not_the_one_that_wrote_nothing(aws: dict,
+                                                                                     tmp_path: Path) -> None:
+    """Property files are read when a JsonGet asks, as the service does: the producing job succeeds, the condition
+    that reads its report fails, naming the file and where it looked."""
+    definition = seed_pipeline(scoped=True)
+    definition["Steps"] = definition["Steps"][:1]  # write: its job writes seed.txt, never report.json
+    definition["Steps"][0]["PropertyFiles"] = [{"PropertyFileName": "report", "OutputName": "out",
+                                                "FilePath": "report.json"}]
+    definition["Steps"].append({"Name": "gate", "Type": "Condition", "Arguments": {
+        "Conditions": [{"Type": "GreaterThanOrEqualTo", "LeftValue": {"Std:JsonGet": {
+            "PropertyFile": {"Get": "Steps.write.PropertyFiles.report"}, "Path": "auc"}}, "RightValue": 0.5}],
+        "IfSteps": [], "ElseSteps": []}})
+    path = tmp_path / "lazy.json"
+    path.write_text(json.dumps(definition))
+    code, summary, err = _emulate(tmp_path / "home", "--definition", str(path))
+    assert code == 1, err
+    assert {s["name"]: s["status"] for s in summary["steps"]} == {"write": "succeeded", "gate": "failed"}
+    assert "property file report of step 'write'" in err and "/write/out/report.json" in err, err
+
+
 def test_a_bare_integer_parameter_in_a_string_field_fails_like_create_pipeline(aws: dict, tmp_path: Path) -> None:
     broken = seed_pipeline(scoped=True)
     broken["Steps"][0]["Arguments"]["AppSpecification"]["ContainerArguments"] = ["--seed", {"Get": "Parameters.seed"}]
