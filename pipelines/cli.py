@@ -17,8 +17,8 @@ STARTED = time.time()  # when this command began: a registry decision recorded l
 
 def state_root() -> Path:
     """Where local state lives: $SAGEPIPE_HOME, else .sagepipe in the repository (or current folder)."""
-    if os.environ.get("SAGEPIPE_HOME"):
-        return Path(os.environ["SAGEPIPE_HOME"])
+    if os.environ.get("SAGEPIPE_HOME"):  # absolute: steps, resumes and the background MLflow writer run elsewhere
+        return Path(os.environ["SAGEPIPE_HOME"]).resolve()
     from pipelines.loader import find_repo_root
 
     return find_repo_root(Path.cwd() / "sagepipe.yaml") / ".sagepipe"

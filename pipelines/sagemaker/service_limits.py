@@ -8,7 +8,9 @@ Each check is one function over the steps and yields (step, field path, message 
 - an instance count below one, an instance type that is not in the API's list for that kind of job;
 - a runtime over the API's maximum (training 28 days, processing the service model's maximum);
 - a tuning job that runs more trials at once than in all, a tuned hyperparameter that is also static;
-- a CacheConfig.ExpireAfter that is not an ISO 8601 duration.
+- a CacheConfig.ExpireAfter that is not an ISO 8601 duration;
+- a step name, channel name or processing LocalPath that could reach outside its folder (the API's patterns:
+  names of letters, digits, '-', '_' (and '.' in a channel), LocalPath under /opt/ml/processing, no '..').
 
 Values given by a parameter are checked against its default where that is a literal; other expressions are
 left to the service. The API's lists and maxima come from botocore's service model (loaded once, only here).
@@ -35,11 +37,41 @@ def check_service_limits(steps: list[dict[str, Any]], defaults: dict[str, Any]) 
     checks = (duplicate_input_names, duplicate_output_names, duplicate_channel_names, non_s3_output_locations,
               spot_wait_without_spot, spot_wait_below_runtime, no_instances, unknown_instance_types,
               runtime_over_the_maximum, more_parallel_trials_than_trials, tuned_and_static_hyperparameters,
-              bad_cache_expiry)
+              bad_cache_expiry, paths_outside_the_container)
     return [finding for check in checks for finding in check(steps, defaults)]
 
 
+STEP_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,64}$")  # the pipeline-definition schema's pattern for a step name
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")  # CreateTrainingJob's pattern for ChannelName
+
+
 # --- the checks ---------------------------------------------------------------------------------
+def paths_outside_the_container(steps: list[dict[str, Any]], defaults: dict[str, Any]) -> Iterator[Finding]:
+    """Names and paths that end up as folders: a '..' in one would reach outside the job's container (or the
+    run's state folder)."""
+    for step in steps:
+        if not STEP_NAME.match(str(step.get("Name", ""))):
+            yield str(step.get("Name")), "Name", "a step name is 1-64 letters, digits, '-' or '_': rename the step"
+    for step in _of_type(steps, "Processing"):
+        args = _args(step)
+        items = [("ProcessingInputs", i, item.get("S3Input") or {}) for i, item in
+                 enumerate(args.get("ProcessingInputs") or [])]
+        items += [("ProcessingOutputConfig.Outputs", i, item.get("S3Output") or {}) for i, item in
+                  enumerate((args.get("ProcessingOutputConfig") or {}).get("Outputs") or [])]
+        for where, i, item in items:
+            local = item.get("LocalPath")
+            if isinstance(local, str) and (not local.startswith("/opt/ml/processing/") or ".." in local.split("/")):
+                kind = "S3Input" if where == "ProcessingInputs" else "S3Output"
+                yield step["Name"], f"Arguments.{where}[{i}].{kind}.LocalPath", \
+                    f"{local!r} is not a folder under /opt/ml/processing/: name one there, without '..'"
+    for step, prefix, spec in training_specs(steps):
+        for i, channel in enumerate(spec.get("InputDataConfig") or []):
+            name = channel.get("ChannelName")
+            if isinstance(name, str) and (not CHANNEL_NAME.match(name) or name in (".", "..")):
+                yield step["Name"], f"{prefix}.InputDataConfig[{i}].ChannelName", \
+                    f"{name!r} is not a channel name (1-64 letters, digits, '.', '-' or '_'; not '.' or '..')"
+
+
 def duplicate_input_names(steps: list[dict[str, Any]], defaults: dict[str, Any]) -> Iterator[Finding]:
     for step in _of_type(steps, "Processing"):
         for path, name in _repeated(_args(step).get("ProcessingInputs"), "Arguments.ProcessingInputs", "InputName"):

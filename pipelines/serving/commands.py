@@ -29,6 +29,9 @@ def transform_command(target: str, env: str, state_root: Path, source: str, outp
         raise UsageError(f"input {source} does not exist (a .csv with a header row, or a .parquet file)")
     if target_path.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise UsageError(f"output {output}: name it .csv or .parquet")
+    if target_path.exists() and target_path.resolve() == source_path.resolve():
+        raise UsageError(f"output {output} is the input file: the scores would replace the claims; name another "
+                         "output file")
     record = json.loads(resolve(target, open_for_env(env, state_root), state_root).read_text())
     inference = _import_inference(Path(record["code_dir"]))
     model = inference.model_fn(record["model_dir"])

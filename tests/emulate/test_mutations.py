@@ -114,6 +114,18 @@ def unknown_execution_variable(d: dict) -> None:
         "s3:/", "bucket", {"Get": "Execution.RunId"}]}}
 
 
+def local_path_climbs_out(d: dict) -> None:
+    _args(d, "preprocess")["ProcessingInputs"][1]["S3Input"]["LocalPath"] = "/opt/ml/processing/input/../../../x"
+
+
+def channel_name_climbs_out(d: dict) -> None:
+    _args(d, "train")["InputDataConfig"][0]["ChannelName"] = "../../escape"
+
+
+def step_name_climbs_out(d: dict) -> None:
+    _step(d, "auc-too-low")["Name"] = "../../escape"
+
+
 # (golden, mutation, step, field path, what the message says)
 MUTATIONS: list[tuple[str, Callable[[dict], None], str, str, str]] = [
     (PLAIN, depends_on_cycle, "ingest", "DependsOn[0]", "cycle: ingest -> train -> preprocess -> ingest"),
@@ -149,6 +161,11 @@ MUTATIONS: list[tuple[str, Callable[[dict], None], str, str, str]] = [
     (HPO, tuned_and_static, "tune", "Arguments.TrainingJobDefinition.StaticHyperParameters.num_leaves",
      "'num_leaves' is also tuned (ParameterRanges)"),
     (PLAIN, bad_expire_after, "preprocess", "CacheConfig.ExpireAfter", "'30 days' is not an ISO 8601 duration"),
+    (PLAIN, local_path_climbs_out, "preprocess", "Arguments.ProcessingInputs[1].S3Input.LocalPath",
+     "is not a folder under /opt/ml/processing/: name one there, without '..'"),
+    (PLAIN, channel_name_climbs_out, "train", "Arguments.InputDataConfig[0].ChannelName",
+     "'../../escape' is not a channel name"),
+    (PLAIN, step_name_climbs_out, "../../escape", "Name", "a step name is 1-64 letters, digits, '-' or '_'"),
     (PLAIN, unknown_execution_variable, "train", "Arguments.OutputDataConfig.S3OutputPath.Std:Join.Values[2]",
      "'RunId' is not an execution variable"),
 ]

@@ -165,3 +165,13 @@ def test_serving_handlers_pass_key_columns_through() -> None:
     assert body.decode().splitlines() == ["P-1,0.100000,0", '"P,2",0.900000,1']
     body, _ = inference.output_fn(inference.predict_fn([{"a": 1}], Stub()), "application/json", 0.5)
     assert json.loads(body)["predictions"] == [{"fraud_probability": 0.1, "fraud": 0}]
+
+
+def test_a_relative_sagepipe_home_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps, resumes and the background MLflow writer run in other folders: a relative home must not follow them
+    there (a resume once wrote an empty output and MLflow files into the installation folder)."""
+    from pipelines.cli import state_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SAGEPIPE_HOME", "relative-home")
+    assert state_root() == tmp_path.resolve() / "relative-home"

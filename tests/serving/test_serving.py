@@ -229,6 +229,9 @@ def test_batch_transform_keeps_row_count_and_order(suffix: str, models: dict, tm
     failed = run_cli("transform", "fraud-detection@1", str(missing), str(tmp_path / f"x{suffix}"), home=models["home"])
     assert failed.returncode == 2 and "missing column incident_hour" in failed.stderr
     assert not (tmp_path / f"x{suffix}").exists() and not list(tmp_path.glob(".x*"))
+    before = source.read_bytes()  # the input named as the output: refused, the claims left as they were
+    same = run_cli("transform", "fraud-detection@1", str(source), str(tmp_path / "." / source.name), home=models["home"])
+    assert same.returncode == 2 and "is the input file" in same.stderr and source.read_bytes() == before
 
 
 def test_a_deploy_step_with_local_serve_starts_the_endpoint_once(models: dict) -> None:
