@@ -175,3 +175,12 @@ def test_a_relative_sagepipe_home_is_made_absolute(tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SAGEPIPE_HOME", "relative-home")
     assert state_root() == tmp_path.resolve() / "relative-home"
+
+
+def test_the_readme_gives_a_busy_run_folder_its_real_exit_code() -> None:
+    import re
+
+    from pipelines.local.state import RunUnavailable
+
+    said = re.search(r"`sagepipe resume` of a run in use exits (\d)", (REPO / "README.md").read_text())
+    assert said and int(said[1]) == RunUnavailable.exit_code == 4
