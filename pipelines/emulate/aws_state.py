@@ -36,24 +36,30 @@ def _moto_version() -> str:
 
 
 def load(state_dir: Path) -> str:
-    """Put the saved state into this process's moto backends; a line saying what was loaded."""
+    """Put the saved state into this process's moto backends; a line saying what was loaded. One that cannot
+    be read is kept aside under another name (the server then starts empty)."""
     path = state_dir / STATE_FILE
     if not path.exists():
         return "emulated AWS: new (nothing saved yet)"
     try:
-        with open(path, "rb") as handle:
-            saved = pickle.load(handle)
-        if saved.get("format") != FORMAT or saved.get("moto") != _moto_version():
-            raise ValueError(f"saved by moto {saved.get('moto')}, format {saved.get('format')}")
-        live = _backends()
-        for service, backends in saved["backends"].items():
-            live[service].clear()
-            live[service].update(backends)
+        _install(path)
     except Exception as exc:  # noqa: BLE001 - an unreadable state is kept aside, never lost
         aside = path.with_name(f"{STATE_FILE}.unreadable-{int(time.time())}")
         os.replace(path, aside)
         return f"warning: emulated AWS state {path} could not be read ({exc}); kept as {aside.name}, starting empty"
     return f"emulated AWS: loaded from {path}"
+
+
+def _install(path: Path) -> None:
+    """The saved state at path in this process's moto backends; raises when it cannot be read."""
+    with open(path, "rb") as handle:
+        saved = pickle.load(handle)
+    if saved.get("format") != FORMAT or saved.get("moto") != _moto_version():
+        raise ValueError(f"saved by moto {saved.get('moto')}, format {saved.get('format')}")
+    live = _backends()
+    for service, backends in saved["backends"].items():
+        live[service].clear()
+        live[service].update(backends)
 
 
 def save(state_dir: Path) -> None:
@@ -113,7 +119,11 @@ def summary(state_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return found
     found["bytes_on_disk"] = path.stat().st_size
-    load(state_dir)
+    try:  # only read: listing never moves a state aside (the next emulation does, saying so)
+        _install(path)
+    except Exception as exc:  # noqa: BLE001 - shown, not raised
+        found["unreadable"] = str(exc)
+        return found
     backends = _backends()
     for account in backends["s3"].values():
         for bucket in account["aws"].buckets.values():
@@ -150,6 +160,8 @@ def list_command(home: Path, as_json: bool) -> int:
         print(f"the emulated AWS is empty ({found['state']} does not exist yet; `sagepipe emulate` makes it)")
         return 0
     print(f"emulated AWS in {Path(found['state']).parent} ({found['bytes_on_disk'] / 1e6:.1f} MB on disk)")
+    if found.get("unreadable"):
+        print(f"  it cannot be read ({found['unreadable']}); the next emulation keeps it aside and starts empty")
     for bucket in found["buckets"]:
         print(f"  s3://{bucket['name']}: {bucket['objects']} objects, {bucket['bytes'] / 1e6:.1f} MB")
     for pipeline in found["pipelines"]:

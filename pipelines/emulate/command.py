@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipelines.emulate.jobs import EMULATE_BUCKET as UPLOAD_BUCKET
+from pipelines.emulate.jobs import EMULATE_BUCKET
 from pipelines.errors import ConfigError, Problem, did_you_mean
 
 TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
@@ -42,11 +42,11 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
         import boto3
 
         s3, sm = boto3.client("s3", region_name=region), boto3.client("sagemaker", region_name=region)
-        for bucket in sorted(buckets | {UPLOAD_BUCKET}):
+        for bucket in sorted(buckets | {EMULATE_BUCKET}):
             _ensure_bucket(s3, bucket, region)
         from pipelines.emulate.jobs import in_parallel
 
-        code_bucket = next(iter(sorted(buckets)), UPLOAD_BUCKET)  # a definition may name no bucket at all
+        code_bucket = next(iter(sorted(buckets)), EMULATE_BUCKET)  # a definition may name no bucket at all
         in_parallel(lambda key, data: s3.put_object(Bucket=code_bucket, Key=key, Body=data), sorted(artifacts.items()))
         values = parameter_values(source, definition, params, s3, name)
         from pipelines.emulate import execution as emulated
@@ -155,8 +155,8 @@ def _upload(s3: Any, path: Path, pipeline: str) -> str:
     for file in files:
         digest.update(str(file.relative_to(base)).encode() + file.read_bytes())
     prefix = f"{pipeline}/emulate-inputs/{digest.hexdigest()[:16]}"
-    upload(s3, base, f"s3://{UPLOAD_BUCKET}/{prefix}", files)
-    return f"s3://{UPLOAD_BUCKET}/{prefix}" + (f"/{path.name}" if path.is_file() else "")
+    upload(s3, base, f"s3://{EMULATE_BUCKET}/{prefix}", files)
+    return f"s3://{EMULATE_BUCKET}/{prefix}" + (f"/{path.name}" if path.is_file() else "")
 
 
 def _read_definition(path: str) -> tuple[str, dict[str, Any], str, set[str]]:

@@ -74,6 +74,9 @@ def test_an_unreadable_state_is_kept_aside_and_the_server_starts_empty(own_aws: 
     home = tmp_path / "emulate"
     aws_dir(home).mkdir(parents=True)
     (aws_dir(home) / "state.pickle").write_bytes(b"not a pickle")
+    listed = run_cli("emulated", "list", home=tmp_path)  # listing only reads: the state stays where it is
+    assert listed.returncode == 0 and "cannot be read" in listed.stdout, listed.stderr
+    assert (aws_dir(home) / "state.pickle").read_bytes() == b"not a pickle"
     with emulated_aws(home) as connect:
         connect("us-east-1")
         assert boto3.client("s3").list_buckets()["Buckets"] == []
