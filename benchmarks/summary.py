@@ -75,6 +75,12 @@ FIGURES = [
            peer_name="in-process Booster.predict, 1 row", peer="floor_predict_1row_ms"),
     Figure("endpoint", "1,000-row batch, p50", "serving_speed", "sagepipe_batch1000_c4.p50_ms", "ms",
            peer_name="in-process Booster.predict, 1,000 rows", peer="floor_predict_1000rows_ms"),
+    # issue 26: a bounded number of connections, /ping answered at the bound
+    Figure("endpoint", "/ping answered (of 20), 2,200 slow-body clients connected", "serving_connections",
+           "slow.pings_answered", "", 20, EQUALS),
+    Figure("endpoint", "200 clients at once, single-row JSON", "serving_connections", "normal_c200.requests_per_s",
+           "req/s"),
+    Figure("endpoint", "200 clients at once, errors", "serving_connections", "normal_c200.errors", "", 0, EQUALS),
     Figure("scale", "example at 5M rows, wall", "scale", "rows_5000000.wall_s", "s", 150,
            peer_name="before (issue 19)", peer="before_5M.wall_s"),
     Figure("scale", "example at 5M rows, largest step peak RSS", "scale", "rows_5000000.peak_step_rss_mb", "MB", 3072,

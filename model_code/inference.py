@@ -34,6 +34,7 @@ except ImportError:  # an inference image without it
 
 NAN = float("nan")
 _DIGITS = bytes.maketrans(b"0123456789", b"0000000000")
+_NAN_TEXT = ("nan", "+nan", "-nan")  # what float() reads as NaN: a missing value
 PASSTHROUGH = (KEY,)  # key columns a record may carry: accepted, not scored, echoed in the answer
 
 
@@ -45,7 +46,15 @@ class Scores(NamedTuple):
 
 
 class InputError(ValueError):
-    """A request the model cannot score; the message says what is wrong."""
+    """A request the model cannot score; the message says what is wrong. From predict_frame, `row` (the frame's
+    index label) and `column` say where, so that batch transform can name the file's line."""
+
+    def __init__(self, message: str, row: Any = None, column: str | None = None):
+        super().__init__(message)
+        self.row, self.column = row, column
+
+
+SHAPES = 'a record {"field": value, ...}, a list of records or columns {"field": [values, ...]}'
 
 
 class FraudScorer:
@@ -109,10 +118,11 @@ class FraudScorer:
 
     def _check_fields(self, record: Any, row: int) -> None:
         if not isinstance(record, dict):
-            raise InputError(f"record {row}: expected an object of field: value, got {type(record).__name__}")
+            raise InputError(f"record {row} is {_kind(record)}, not an object; send {SHAPES}")
         missing = [f for f in self.fields if f not in record]
         if missing:
-            raise InputError(f"record {row}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+            raise InputError(f"record {row}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                             f"(a record carries all {len(self.fields)} fields by name)")
         unknown = [f for f in record if f not in self.known and f not in PASSTHROUGH]
         if unknown:
             raise InputError(f"record {row}: unknown field '{unknown[0]}'{_close(unknown[0], self.fields)}")
@@ -121,11 +131,51 @@ class FraudScorer:
         return self.model.predict_matrix(self.encode(records))
 
     def predict_frame(self, frame: Any) -> np.ndarray:
-        """Vectorised scoring of a DataFrame of raw fields (batch transform); extra columns are ignored."""
+        """Vectorised scoring of a DataFrame of raw fields (batch transform); extra columns are ignored. A value
+        that is neither missing (NaN) nor what its column holds is an InputError naming its row and column, never
+        scored as missing."""
         missing = [f for f in self.fields if f not in frame.columns]
         if missing:
             raise InputError(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        return self.model.predict_proba(frame)
+        return self.model.predict_proba(self.checked_frame(frame))
+
+    def checked_frame(self, frame: Any) -> Any:
+        """frame with its numeric columns parsed; an InputError at the first value that is not a number (or not
+        finite), or a liability limit not like '25/50'."""
+        import pandas as pd
+
+        parsed = {}
+        for field in self._numeric_fields:
+            values = frame[field]
+            if values.dtype == bool:
+                raise InputError(f"column '{field}' must hold numbers, got true/false values", frame.index[0], field)
+            numbers = values if values.dtype.kind in "iuf" else pd.to_numeric(values, errors="coerce")
+            infinite = np.isinf(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
+            unparsed = np.zeros(len(values), bool)
+            if values.dtype.kind not in "iuf":
+                parsed[field] = numbers
+                unparsed = (numbers.isna() & values.notna()).to_numpy(bool)
+                if unparsed.any():  # 'NaN' spelt out is missing, as the endpoint reads it
+                    spelt_nan = values.astype("string").str.strip().str.lower().isin(_NAN_TEXT).to_numpy(bool)
+                    unparsed = unparsed & ~spelt_nan
+            if infinite.any() or unparsed.any():
+                at = int((infinite | unparsed).argmax())
+                what = "is out of range for a number" if infinite[at] else "must be a number"
+                raise InputError(f"column '{field}' {what}, got {_shown(_plain(values.iloc[at]))}", frame.index[at],
+                                 field)
+        limits = frame[self.liability]
+        if limits.dtype.kind not in "iuf":
+            bad = []
+            for value in limits.dropna().unique():  # a column holds a handful of distinct limits
+                try:
+                    _limits(value, self.liability, 0)
+                except InputError:
+                    bad.append(value)
+            if bad:
+                at = int(limits.isin(bad).to_numpy(bool).argmax())
+                raise InputError(f"column '{self.liability}' must look like '25/50' (per person / per accident, in "
+                                 f"$1,000s), got {_shown(_plain(limits.iloc[at]))}", frame.index[at], self.liability)
+        return frame.assign(**parsed) if parsed else frame
 
 
 def _missing(value: Any) -> bool:
@@ -198,6 +248,11 @@ def _limits(value: Any, field: str, row: int) -> tuple[float, float]:
         return float(person), float(accident)
     except ValueError:
         raise InputError(f"record {row}: field '{field}' must look like '25/50', got {_shown(value)}") from None
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a JSON-able value (numpy scalars to Python ones)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _shown(value: Any, limit: int = 40) -> str:
@@ -277,16 +332,30 @@ def _json_records(text: str) -> list[dict[str, Any]]:
                          "columns {\"field\": [...]}") from None
     if isinstance(data, list):
         if not data:
-            raise InputError("the JSON list is empty; send at least one record")
+            raise InputError(f"the JSON list is empty: nothing to score; send {SHAPES}")
+        for row, record in enumerate(data):
+            if type(record) is not dict:
+                raise InputError(f"record {row} of the list is {_kind(record)}, not an object; send {SHAPES}")
         return data
     if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
         lengths = {len(v) for v in data.values()}
         if len(lengths) != 1:
-            raise InputError(f"columns have different lengths ({', '.join(map(str, sorted(lengths)))})")
+            raise InputError(f"columns have different lengths ({', '.join(map(str, sorted(lengths)))}); each column "
+                             'of {"field": [values, ...]} holds one value per row')
+        if not lengths.pop():
+            raise InputError(f"the columns hold no rows: nothing to score; send {SHAPES}")
         return [dict(zip(data, values)) for values in zip(*data.values())]
     if isinstance(data, dict):
         return [data]
-    raise InputError("expected a JSON object (a record or columns) or a list of records")
+    raise InputError(f"the JSON body is {_kind(data)}; send {SHAPES}")
+
+
+def _kind(value: Any) -> str:
+    """How a JSON value is named in a message: null, true, a number, a string, a list."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    names = {int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def predict_fn(records: list[dict[str, Any]], model: FraudScorer) -> Scores:

@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import importlib.util
 
+    from pipelines.errors import UsageError
     from pipelines.model_archive import model_folder
     from pipelines.serving.transform import transform
 
@@ -200,40 +201,35 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["inference"] = inference
         spec.loader.exec_module(inference)  # type: ignore[union-attr]
         model = inference.model_fn(str(model_dir))
-        scratch = Path.cwd() / f".{args.input.name}.with-header.csv"  # the step's folder, not its output
         try:
-            source = _with_header(args.input, scratch, inference)
-            count = transform(model, args.threshold, source, args.output, args.chunk_rows, progress=False)
-        except inference.InputError as exc:
-            print(f"{args.input}: {exc}", file=sys.stderr)
+            count = transform(model, args.threshold, args.input, args.output, args.chunk_rows, progress=False,
+                              input_error=inference.InputError, names=_headerless_fields(args.input, inference))
+        except UsageError as exc:  # input the model cannot score: its file, line and column, no traceback
+            print(f"error: {exc}", file=sys.stderr)
             return 2
-        finally:
-            scratch.unlink(missing_ok=True)
+        except inference.InputError as exc:  # a model whose handlers raise it outside predict_frame
+            print(f"error: {args.input}: {exc}", file=sys.stderr)
+            return 2
     print(f"wrote {count:,} rows to {args.output}")
     return 0
 
 
-def _with_header(source: Path, scratch: Path, inference: Any) -> Path:
-    """A CSV without a header row (what SageMaker's batch transform sends the container, line by line) gets the
-    field names the model's own input_fn gives its values, so both backends score the same file."""
+def _headerless_fields(source: Path, inference: Any) -> list[str] | None:
+    """The field names the model's own input_fn gives a CSV's values when its first line is a record, not a
+    header (what SageMaker's batch transform sends the container, line by line), so both backends score the same
+    file; None for a file with a header row (or not a CSV)."""
     if source.suffix.lower() != ".csv":
-        return source
+        return None
     import csv
-    import shutil
 
-    with open(source, newline="") as handle:
+    with open(source, newline="", encoding="utf-8", errors="replace") as handle:  # the engine names bad bytes
         first = handle.readline()
     cells = next(csv.reader([first]), [])
     try:
         fields = list(inference.input_fn(first, "text/csv")[0])
     except Exception:  # noqa: BLE001 - not a record the handler takes as it stands: a header row
-        return source
-    if set(cells) & set(fields):
-        return source
-    with open(scratch, "w", newline="") as out, open(source, newline="") as handle:
-        csv.writer(out).writerow(fields)
-        shutil.copyfileobj(handle, out, 1 << 20)
-    return scratch
+        return None
+    return None if set(cells) & set(fields) else fields
 
 
 if __name__ == "__main__":

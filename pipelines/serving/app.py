@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from pipelines.serving.limits import MAX_BODY_BYTES, READ_TIMEOUT_S
+from pipelines.serving.limits import MAX_BODY_BYTES, READ_TIMEOUT_S, SlowClient
 
 
 class Endpoint:
@@ -83,18 +83,24 @@ class Refused(Exception):
 
 def read_body(environ: dict[str, Any]) -> bytes:
     """The body: Content-Length bytes, or a chunked one to its end; 413 over MAX_BODY_BYTES, 408 when it stops
-    arriving (the worker's read timeout), 400 when the client closes before Content-Length bytes."""
+    arriving (the worker's read timeout), takes over BODY_TIMEOUT_S in all, or its connection is closed to make
+    room (SlowClient, whose text says which); 400 when the client closes before Content-Length bytes."""
     declared = environ.get("CONTENT_LENGTH") or ""
     length = int(declared) if declared else None  # gunicorn has checked it is a number
     if length is not None and length > MAX_BODY_BYTES:
         raise Refused("413 Payload Too Large", f"the body is {length} bytes; the limit is {MAX_BODY_BYTES}")
     try:
         body = environ["wsgi.input"].read(MAX_BODY_BYTES + 1 if length is None else length)
-    except TimeoutError:  # the worker's read timeout (pipelines/serving/worker.py)
+    except TimeoutError as exc:  # the worker's read timeout, body deadline or room-making (worker.py)
         if "gunicorn.socket" in environ:  # read nothing more: gunicorn closes after the answer, not draining the rest
-            environ["gunicorn.socket"].shutdown(socket.SHUT_RD)
-        raise Refused("408 Request Timeout", f"the body stopped arriving: nothing for {READ_TIMEOUT_S:g} s "
-                      f"({'Content-Length ' + declared if declared else 'a chunked body'})") from None
+            try:
+                environ["gunicorn.socket"].shutdown(socket.SHUT_RD)
+            except OSError:  # the client has gone
+                pass
+        stopped = f"the body stopped arriving: nothing for {READ_TIMEOUT_S:g} s"
+        what = str(exc) if isinstance(exc, SlowClient) else stopped
+        sent = f"Content-Length {declared}" if declared else "a chunked body"
+        raise Refused("408 Request Timeout", f"{what} ({sent}); send the whole body without pauses") from None
     if length is None and len(body) > MAX_BODY_BYTES:
         raise Refused("413 Payload Too Large", f"the chunked body is over the limit of {MAX_BODY_BYTES} bytes")
     if length is not None and len(body) < length:

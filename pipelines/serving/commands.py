@@ -10,6 +10,7 @@ from pipelines.errors import UsageError
 
 def serve_command(target: str, env: str, state_root: Path, port: int, workers: int) -> int:
     from pipelines.models_cli import open_for_env
+    from pipelines.serving import limits  # noqa: F401  (a bad SAGEPIPE_* limit is a usage error before anything)
     from pipelines.serving.serve import resolve, run_server
 
     record = resolve(target, open_for_env(env, state_root), state_root)
@@ -17,6 +18,8 @@ def serve_command(target: str, env: str, state_root: Path, port: int, workers: i
 
 
 def transform_command(target: str, env: str, state_root: Path, source: str, output: str, rows: int) -> int:
+    """Score source into output (missing folders on its way are made); input the model cannot score is a
+    UsageError at its file, line and column, and leaves no output."""
     import json
 
     from pipelines.models_cli import open_for_env
@@ -25,8 +28,14 @@ def transform_command(target: str, env: str, state_root: Path, source: str, outp
     from pipelines.serving.transform import transform
 
     source_path, target_path = Path(source), Path(output)
+    if source_path.is_dir():
+        raise UsageError(f"input {source} is a folder; name the file to score (a .csv with a header row, or a "
+                         ".parquet file)")
     if not source_path.is_file():
         raise UsageError(f"input {source} does not exist (a .csv with a header row, or a .parquet file)")
+    if target_path.is_dir():
+        raise UsageError(f"output {output} is a folder; name the file to write in it, e.g. "
+                         f"{target_path / 'scored.csv'}")
     if target_path.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise UsageError(f"output {output}: name it .csv or .parquet")
     if target_path.exists() and target_path.resolve() == source_path.resolve():
@@ -37,10 +46,7 @@ def transform_command(target: str, env: str, state_root: Path, source: str, outp
     model = inference.model_fn(record["model_dir"])
     print(f"transform {source} with {record['model_group']} version {record['version']} -> {output}",
           file=sys.stderr)
-    try:
-        count = transform(model, float(record["threshold"]), source_path, target_path, rows,
-                          progress=sys.stderr.isatty())
-    except inference.InputError as exc:
-        raise UsageError(f"{source}: {exc}") from None
+    count = transform(model, float(record["threshold"]), source_path, target_path, rows,
+                      progress=sys.stderr.isatty(), input_error=inference.InputError)
     print(f"wrote {count:,} rows to {output}", file=sys.stderr)
     return 0

@@ -15,7 +15,6 @@ from typing import Any
 from pipelines.errors import UsageError
 from pipelines.fsutil import atomic_write_json
 from pipelines.registry import RegistryError
-from pipelines.serving.limits import HEADER_TIMEOUT_S
 
 
 def endpoint_record(package: dict[str, Any], registry: Any, name: str, trigger: str,
@@ -61,19 +60,20 @@ def resolve(target: str, registry: Any, state_root: Path) -> Path:
         return existing
     group, _, which = target.partition("@")
     which = which or "approved"
-    if which == "approved":
-        package = registry.approved(group)
-        if package is None:
-            raise RegistryError(f"{group} has no approved version; approve one with: "
-                                f"sagepipe models approve {group} VERSION")
-    elif which.isdigit():
-        package = registry.show(group, int(which))
-    else:
+    if which != "approved" and not which.isdigit():
         raise UsageError(f"'{target}': after @ comes a version number or 'approved'")
-    name = f"{group}-{which}"
-    record = endpoint_record(package, registry, name, f"sagepipe serve {target}",
-                             follow="approved" if which == "approved" else None)
-    return write_record(state_root, record)
+    with registry.locked(group):  # the lock decisions take: no rejection between reading the version and the record
+        if which == "approved":
+            package = registry.approved(group)
+            if package is None:
+                raise RegistryError(f"{group} has no approved version; approve one with: "
+                                    f"sagepipe models approve {group} VERSION")
+        else:
+            package = registry.show(group, int(which))
+        name = f"{group}-{which}"
+        record = endpoint_record(package, registry, name, f"sagepipe serve {target}",
+                                 follow="approved" if which == "approved" else None)
+        return write_record(state_root, record)
 
 
 def ensure_server(record_path: Path, port: int, workers: int) -> str:
@@ -98,14 +98,23 @@ def ensure_server(record_path: Path, port: int, workers: int) -> str:
 
 def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.1") -> int:
     """Replace this process with gunicorn (so SIGTERM reaches it and shutdown is graceful); its workers are
-    gevent workers (pipelines/serving/worker.py), which slow clients cannot block."""
-    print(f"serving {record_path.stem} on http://{host}:{port} with {workers} workers "
+    gevent workers (pipelines/serving/worker.py), which slow clients cannot block. Each worker holds at most its
+    share of SAGEPIPE_MAX_CONNECTIONS (pipelines/serving/limits.py): at the cap, the connection that has waited
+    longest on its client makes room for a new one, so /ping is answered however many slow clients connect."""
+    from pipelines.serving.limits import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, MAX_CONNECTIONS, worker_connections
+
+    held = worker_connections(workers)
+    print(f"serving {record_path.stem} on http://{host}:{port} with {workers} workers, at most {held * workers:,} "
+          f"connections (headers {HEADER_TIMEOUT_S:g} s, bodies {BODY_TIMEOUT_S:g} s) "
           f"(POST /invocations, GET /ping; Ctrl-C stops)", file=sys.stderr, flush=True)
+    if held * workers < MAX_CONNECTIONS:
+        print(f"  (SAGEPIPE_MAX_CONNECTIONS={MAX_CONNECTIONS:,} is over what the open-file limit allows; raise it "
+              "with ulimit -n)", file=sys.stderr, flush=True)
     env = {**os.environ, "SAGEPIPE_ENDPOINT_RECORD": str(record_path.resolve()),
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--worker-class", "pipelines.serving.worker.EndpointWorker", "--graceful-timeout", "20",
-            "--timeout", "60", "--keep-alive", str(HEADER_TIMEOUT_S), "--log-level", "warning",
-            "pipelines.serving.app:app"]
+            "--worker-class", "pipelines.serving.worker.EndpointWorker", "--worker-connections", str(held),
+            "--backlog", "2048", "--graceful-timeout", "20", "--timeout", "60", "--keep-alive", str(HEADER_TIMEOUT_S),
+            "--log-level", "warning", "pipelines.serving.app:app"]
     os.execve(sys.executable, argv, env)
     return 0  # not reached
