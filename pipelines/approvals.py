@@ -4,8 +4,11 @@ This mirrors the cloud flow, where an EventBridge rule on "SageMaker Model Packa
 filtered to ModelApprovalStatus = Approved starts the deploy pipeline. Locally the same rule picks
 the events, and the deploy steps of the pipeline that registered the version carry them out.
 A decision and what it does to the local endpoints happen under the group's lock, so endpoint records
-agree with the registry. A rejection never redeploys by itself: endpoints still serving the rejected
-version are reported, and `--rollback` moves them to the newest version still Approved.
+agree with the registry; whatever else switches an endpoint (a pipeline's deploy step, `serve GROUP@approved`)
+chooses the version and writes the record under the same lock, so a rejection is never lost in between:
+it happens first (and the version is not switched in) or after (and sees the endpoint). A rejection never
+redeploys by itself: endpoints still serving the rejected version are reported, and `--rollback` moves them
+to the newest version still Approved.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Decision:
     rollbacks: list[str] = field(default_factory=list)
     still_serving: list[str] = field(default_factory=list)
     fallback: int | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 def change_status(registry: Any, group: str, version: int, status: str, note: str, force: bool,
@@ -106,7 +110,11 @@ def _withdraw(decision: Decision, registry: Any, state_root: Path, rollback: boo
     records = endpoints_serving(state_root, package["group"], package["version"])
     if not records:
         return
-    fallback = registry.approved(package["group"])
+    try:
+        fallback = registry.approved(package["group"])
+    except RegistryError as exc:  # another version's record does not read: which one to roll back to is unknown
+        fallback = None
+        decision.problems.append(f"no rollback target: {exc}")
     decision.fallback = fallback["version"] if fallback else None
     if not (rollback and fallback):
         decision.still_serving = [r["endpoint_name"] for r in records]

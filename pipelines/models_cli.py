@@ -45,22 +45,36 @@ def summary_metrics(package: dict[str, Any]) -> dict[str, float]:
 
 
 def models_list(registry: Any, group: str | None, as_json: bool) -> int:
-    groups = [group] if group else registry.groups()
-    packages = [p for g in groups for p in registry.versions(g)]
+    """The versions of every group (or one), oldest first. A version whose record does not read is listed as
+    `unreadable` among the others and named on stderr (file, fault, fix); then the exit code is 5, as `ls`
+    lists what it can and still fails."""
+    from pipelines.errors import EXIT_REGISTRY
+
+    packages: list[dict[str, Any]] = []
+    broken: list[Any] = []
+    for name in [group] if group else registry.groups():
+        found, unreadable = registry.listing(name)
+        packages += found
+        broken += unreadable
+    rows = sorted([*packages, *({"group": e.group, "version": e.version, "status": "unreadable", "error": str(e)}
+                                for e in broken)], key=lambda p: (p["group"], p["version"]))
     if as_json:
         print(json.dumps([{"group": p["group"], "version": p["version"], "status": p["status"],
-                           "metrics": summary_metrics(p), "run_id": p.get("run_id")} for p in packages], indent=2))
-        return 0
-    if not packages:
+                           **({"error": p["error"]} if "error" in p else
+                              {"metrics": summary_metrics(p), "run_id": p.get("run_id")})} for p in rows], indent=2))
+    elif not rows:
         print("no registered models yet; a pipeline run whose model passes its gate registers one")
-        return 0
-    print(f"{'GROUP':<24} {'VERSION':>7}  {'STATUS':<22} {'AUC':>6}  {'CREATED':<25} RUN")
-    for p in packages:
-        auc = summary_metrics(p).get("auc")
-        shown = f"{auc:.3f}" if auc is not None else "-"
-        print(f"{p['group'][:24]:<24} {p['version']:>7}  {p['status']:<22} {shown:>6}  {p['created_at']:<25} "
-              f"{p.get('run_id') or '-'}")
-    return 0
+    else:
+        print(f"{'GROUP':<24} {'VERSION':>7}  {'STATUS':<22} {'AUC':>6}  {'CREATED':<25} RUN")
+        for p in rows:
+            auc = summary_metrics(p).get("auc")
+            shown = f"{auc:.3f}" if auc is not None else "-"
+            print(f"{p['group'][:24]:<24} {p['version']:>7}  {p['status']:<22} {shown:>6}  "
+                  f"{p.get('created_at', '-'):<25} {p.get('run_id') or '-'}")
+    sys.stdout.flush()
+    for error in broken:
+        print(f"error: {error}", file=sys.stderr)
+    return EXIT_REGISTRY if broken else 0
 
 
 def models_show(registry: Any, group: str, version: int, as_json: bool) -> int:
@@ -111,12 +125,14 @@ def models_decide(registry: Any, state_root: Path, group: str, version: int, sta
         print("  no deployment: only an approval deploys")
     for endpoint in decision.still_serving:
         print(f"WARNING: endpoint {endpoint} still serves {group} version {version}, which is Rejected", file=sys.stderr)
+    for problem in decision.problems:
+        print(f"WARNING: {problem}", file=sys.stderr)
     if decision.still_serving:
         env_flag = f" --env {env}" if env != "local" else ""
-        if decision.fallback is None:
+        if decision.fallback is None and not decision.problems:
             print(f"WARNING: {group} has no other Approved version to roll back to; approve one "
                   f"(sagepipe models approve {group} VERSION{env_flag}) or stop the endpoint", file=sys.stderr)
-        else:
+        elif decision.fallback is not None:
             print(f"WARNING: roll back to version {decision.fallback} (the newest Approved) with: "
                   f"sagepipe models reject {group} {version} --rollback{env_flag}", file=sys.stderr)
     return 0

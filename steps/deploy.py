@@ -75,7 +75,12 @@ class LocalServing(Strict):
 
 
 class DeployStep(Step):
-    """Deploys the newest Approved version; a Pending one waits for a person's approval."""
+    """Deploys the newest Approved version; a Pending one waits for a person's approval.
+
+    The choice of version and the switch of the endpoint record happen under the group's lock, the lock every
+    approval and rejection takes: a rejection lands either before (this step then deploys the newest version
+    still Approved) or after, when the endpoint is already switched and the rejection sees it (and warns, or
+    with --rollback moves it back). A Rejected version is never switched in."""
 
     type: Literal["deploy"] = "deploy"
     model_group: str = Field(pattern=r"^[A-Za-z0-9](-*[A-Za-z0-9]){0,62}$")
@@ -95,12 +100,16 @@ class DeployStep(Step):
         if not self.enabled:
             return LocalResult(note="deployment disabled in this environment")
         registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
+        waiting = LocalResult(note=f"no approved version of {self.model_group} yet; deployment waits for an approval")
         try:
-            approved = registry.latest(self.model_group, "Approved") if self.model_group in registry.groups() else None
-            if approved is None:
-                return LocalResult(note=f"no approved version of {self.model_group} yet; "
-                                        "deployment waits for an approval")
-            return LocalResult(note=self.deploy_version(approved, registry, ctx.state_root, f"pipeline run {ctx.run_id}"))
+            if self.model_group not in registry.groups():
+                return waiting
+            with registry.locked(self.model_group):  # no decision between choosing the version and switching to it
+                approved = registry.latest(self.model_group, "Approved")
+                if approved is None:
+                    return waiting
+                return LocalResult(note=self.deploy_version(approved, registry, ctx.state_root,
+                                                            f"pipeline run {ctx.run_id}"))
         except RegistryError as exc:
             raise StepFailed(str(exc)) from None
 
@@ -110,13 +119,25 @@ class DeployStep(Step):
         return self.deploy_version(package, registry, state_root, trigger)
 
     def deploy_version(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
-        """Point the local endpoint at one registered version (a running `sagepipe serve` follows)."""
+        """Point the local endpoint at one registered version (a running `sagepipe serve` follows).
+
+        Under the group's lock the version is read again, and the switch refused (RegistryError) when it is
+        Rejected, or its status is no longer the one the caller chose it by."""
         from pipelines.serving.serve import endpoint_record, ensure_server, write_record
 
-        record = write_record(state_root, endpoint_record(package, registry, self.endpoint_name, trigger))
-        done = f"endpoint {self.endpoint_name} now serves {self.model_group} version {package['version']}"
-        if self.local.serve:
-            done += f" ({ensure_server(record, self.local.port, self.local.workers)})"
+        group, version = package["group"], package["version"]
+        with registry.locked(group):
+            current = registry.show(group, version)
+            if current["status"] == "Rejected" or current["status"] != package["status"]:
+                last = (current.get("history") or [{}])[-1]
+                changed = "" if current["status"] == package["status"] else \
+                    f", not {package['status']} as when this deployment chose it"
+                raise RegistryError(f"{group} version {version} is {current['status']} (by {last.get('by')} at "
+                                    f"{last.get('at')}){changed}; endpoint {self.endpoint_name} was not switched to it")
+            record = write_record(state_root, endpoint_record(current, registry, self.endpoint_name, trigger))
+            done = f"endpoint {self.endpoint_name} now serves {self.model_group} version {version}"
+            if self.local.serve:
+                done += f" ({ensure_server(record, self.local.port, self.local.workers)})"
         return done
 
     def compile_sagemaker(self, cc: CompileContext) -> None:

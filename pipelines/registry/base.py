@@ -45,7 +45,8 @@ class Registry(ABC):
 
     @abstractmethod
     def locked(self, group: str) -> ContextManager[None]:
-        """The group's lock: status changes (and what they deploy) happen one at a time."""
+        """The group's lock: registrations, status changes and what puts a version into service (a deploy step,
+        `serve GROUP@approved`) happen one at a time, so none of them acts on a status that changed meanwhile."""
 
     @abstractmethod
     def _write_status(self, package: dict[str, Any], status: str, entry: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +59,11 @@ class Registry(ABC):
         model is a model folder or a model.tar.gz (or a folder holding one)."""
         raise RegistryError(f"{type(self).__name__} registers no models from this machine; "
                             "the pipeline's register step does it where the pipeline runs")
+
+    def listing(self, group: str) -> tuple[list[dict[str, Any]], list[RegistryError]]:
+        """(the versions that read, oldest first; an error for each version that does not): for `models list`,
+        which shows the healthy versions and names the broken ones. versions() raises on the first broken one."""
+        return self.versions(group), []
 
     def identical(self, group: str, model_hash: str) -> dict[str, Any] | None:
         """The newest version of group whose model files hash to model_hash: a quick look, where None means not

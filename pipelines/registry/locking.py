@@ -1,4 +1,5 @@
-"""An exclusive, re-entrant file lock for a model group's status changes (file and MLflow backends)."""
+"""An exclusive, re-entrant file lock for a model group's status changes (file and MLflow backends), and the lock
+held while an MlflowClient first opens a SQLite store."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import fcntl
 import os
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 from pipelines.registry.base import RegistryError, now, user
 
@@ -51,3 +52,19 @@ def file_lock(path: Path, what: str, wait_s: float = 120) -> Iterator[None]:
         finally:
             del held[key]
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def store_lock(uri: str) -> ContextManager[None]:
+    """For a SQLite tracking URI, the lock to hold while creating an MlflowClient for it (`.<file>.lock` beside the
+    database): the client creates (and migrates) a fresh store's tables, and two processes doing it at once leave
+    it half-made. Nothing for a server URI, or where the database's folder is not writable (then nobody creates)."""
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    database = Path(uri[len("sqlite:///"):])
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)  # as SQLite would need it
+    except OSError:
+        return nullcontext()
+    if not os.access(database.parent, os.W_OK):
+        return nullcontext()
+    return file_lock(database.parent / f".{database.name}.lock", f"the MLflow store {database}")

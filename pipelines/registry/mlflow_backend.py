@@ -6,8 +6,9 @@ run (for a cached training step, the run that trained the model). Status, metric
 are plain version tags and a Markdown description (mlflow_tags); an approval points the group's
 `approved` alias at the version, and rejecting the version it names moves the alias to the newest
 version still Approved (or removes it). MLflow has no compare-and-set, so status changes take a file
-lock per tracking URI and group under the state folder (`locks/`). Version numbers come from MLflow's
-store, so two registrations at once get two versions.
+lock per tracking URI and group under the state folder (`locks/`); so do registrations, so that identical
+registrations at once make one version (version numbers come from MLflow's store). The client comes from
+mlflow_sqlite.open_client: a fresh SQLite store is created by one process at a time, a damaged one reported.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from typing import Any, ContextManager
 from pipelines.model_archive import ARCHIVE, ModelArchiveError, model_folder, unpack
 from pipelines.registry import mlflow_tags as tags
 from pipelines.registry.base import Registry, RegistryError, history_entry, newest_with_hash
-from pipelines.registry.locking import file_lock
+from pipelines.registry.locking import file_lock, store_lock
 from pipelines.registry.mlflow_model import write_model_folder
-from pipelines.registry.mlflow_sqlite import SqliteView
+from pipelines.registry.mlflow_sqlite import SqliteView, open_client
 from pipelines.tracking import artifact_root, mlflow_client
 
 ALIAS = "approved"
@@ -45,7 +46,7 @@ class MlflowRegistry(Registry):
     def client(self) -> Any:
         if self._client is None:
             try:
-                self._client = mlflow_client(self.uri)
+                self._client = open_client(self.uri, lambda: store_lock(self.uri), lambda: mlflow_client(self.uri))
             except ConnectionError as exc:
                 raise RegistryError(f"the model registry at {self.uri} is unreachable: {exc}") from None
         return self._client
@@ -140,12 +141,18 @@ class MlflowRegistry(Registry):
         """Add a version (or return the existing one for an identical model); (package, created).
 
         run_id: the registering step's MLflow run; the version links to the training step's run when
-        lineage names it (training_step, mlflow_run_id), else to run_id, else to a new registration run."""
+        lineage names it (training_step, mlflow_run_id), else to run_id, else to a new registration run.
+        Under the group's lock: of identical registrations at once, the first makes the version, the rest find it."""
         client = self.client
-        self._ensure_group(group)
-        same = newest_with_hash(self.versions(group), lineage.get("model_hash"))  # for certain, unlike identical()
-        if same:
-            return same, False
+        with self.locked(group):
+            self._ensure_group(group)
+            same = newest_with_hash(self.versions(group), lineage.get("model_hash"))  # for certain, unlike identical()
+            if same:
+                return same, False
+            return self._add(client, group, model, metrics, status, lineage, run_id), True
+
+    def _add(self, client: Any, group: str, model: Path, metrics: dict[str, Any], status: str,
+             lineage: dict[str, Any], run_id: str | None) -> dict[str, Any]:
         source_run = self._training_run(lineage) or run_id or self._registration_run(group)
         lineage = {**lineage, "source_run": source_run}
         with model_folder(model) as files, tempfile.TemporaryDirectory() as scratch:
@@ -160,7 +167,7 @@ class MlflowRegistry(Registry):
         if status == "Approved":
             client.set_registered_model_alias(group, ALIAS, created.version)
             package["aliases"] = [ALIAS]
-        return package, True
+        return package
 
     def locked(self, group: str) -> ContextManager[None]:
         key = hashlib.sha256(f"{self.uri}\0{group}".encode()).hexdigest()[:16]
