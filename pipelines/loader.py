@@ -9,13 +9,20 @@ from typing import Any, Iterable
 from pydantic import ValidationError
 
 from pipelines.errors import ConfigError, Problem, did_you_mean
+from pipelines.input_names import check_input_names
 from pipelines.pydantic_errors import problems_from
 from pipelines.refs import ParamRef, RefSyntaxError, parse_ref, parse_value, refs_in
 from pipelines.spec import Defaults, EnvSettings, Parameter, PipelineSpec, check_param_value, parse_param_text
 from pipelines.yamlsource import SourceMap, format_path, load_yaml
 
 TOP_KEYS = ("name", "description", "parameters", "defaults", "steps")
-OVERLAY_KEYS = ("parameters", "defaults", "steps", "tracking_uri", "sagemaker", "registry")
+OVERLAY_KEYS = ("parameters", "defaults", "steps", "tracking_uri", "sagemaker")
+# keys an env file might be expected to take, and why it does not
+NOT_OVERLAY_KEYS = {
+    "registry": "an env file does not choose the model registry: it follows the env (SageMaker Model Registry in "
+                "sagemaker.region on a cloud env, else the MLflow store of tracking_uri, or files under the state "
+                "folder with tracking_uri: none), and each register step names its model_group; remove this key",
+}
 
 
 def find_repo_root(config: Path) -> Path:
@@ -63,6 +70,7 @@ def load_pipeline(config: str | Path, env: str = "local", params: Iterable[str] 
     except ValidationError as exc:
         raise ConfigError(problems + problems_from(exc, PipelineSpec, (), smap.problem)) from None
     problems += lint(spec, sites, smap)
+    problems += check_input_names(spec, smap)
     if problems:
         raise ConfigError(problems)
     return spec
@@ -92,11 +100,10 @@ def _apply_overlay(raw: dict, config: Path, env: str, smap: SourceMap, problems:
     overlay = load_yaml(overlay_file, _shown(overlay_file), smap, prefix=("<overlay>",)) or {}
     if not isinstance(overlay, dict):
         raise ConfigError([smap.problem(("<overlay>",), "an environment file is a mapping", "")])
+    problems += _unknown_overlay_keys(overlay, smap, ("<overlay>",))
     for key, value in overlay.items():
         where = ("<overlay>", key)
-        if key not in OVERLAY_KEYS:
-            problems.append(smap.problem(where, f"unknown key '{key}'{did_you_mean(str(key), OVERLAY_KEYS)}", key))
-        elif key == "parameters":
+        if key == "parameters":
             _overlay_parameters(raw, value, smap, problems)
         elif key == "defaults":
             raw["defaults"] = _deep_merge(raw.get("defaults") or {}, value, where, ("defaults",), smap)
@@ -122,12 +129,19 @@ def load_env_settings(env: str, env_dir: Path) -> EnvSettings:
     overlay = load_yaml(overlay_file, shown, smap) or {}
     if not isinstance(overlay, dict):
         raise ConfigError([Problem(shown, 1, "", "an environment file is a mapping")])
-    problems: list[Problem] = []
+    problems = _unknown_overlay_keys(overlay, smap, ())
     settings = _validate(EnvSettings, {k: v for k, v in overlay.items() if k in EnvSettings.model_fields},
                          (), smap, problems)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _unknown_overlay_keys(overlay: dict, smap: SourceMap, prefix: tuple) -> list[Problem]:
+    """An env file's top-level keys that it does not take (typed blocks report their own unknown keys)."""
+    return [smap.problem(prefix + (key,), f"unknown key '{key}': {NOT_OVERLAY_KEYS[key]}" if key in NOT_OVERLAY_KEYS
+                         else f"unknown key '{key}'{did_you_mean(str(key), OVERLAY_KEYS)}", str(key))
+            for key in overlay if key not in OVERLAY_KEYS]
 
 
 def _overlay_parameters(raw: dict, overrides: Any, smap: SourceMap, problems: list[Problem]) -> None:

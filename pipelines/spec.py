@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -45,9 +46,11 @@ RelativePath = Annotated[str, AfterValidator(_relative_path)]
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; parsed specs never change."""
+    """Unknown keys are errors; parsed specs never change. A number field takes no .inf or .nan: no job can use
+    one (a tuning range up to .inf fails only when the tuning job starts), and JSON, which a SageMaker
+    definition is, has neither."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False)
 
 
 class Resources(Strict):
@@ -140,6 +143,9 @@ def check_param_value(param: Parameter, value: Any) -> Any:
     kinds = _PARAM_TYPES[param.type]
     if isinstance(value, bool) and param.type != "boolean" or not isinstance(value, kinds):
         raise ValueError(f"{value!r} is not a {param.type}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number (a SageMaker definition, which is JSON, has no "
+                         "infinity or NaN)")
     if param.allowed is not None and value not in param.allowed:
         raise ValueError(f"{value!r} is not allowed; allowed values: {param.allowed}")
     return float(value) if param.type == "float" and isinstance(value, (int, float)) else value
@@ -180,12 +186,86 @@ class StepSpec(Strict):
         return [value] if isinstance(value, str) else value
 
 
+ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$"
+BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+REGION = r"^[a-z]{2}(-[a-z]+)+-\d+$"
+# a key id, a multi-Region key id, an alias, or the ARN of either (what SageMaker's KmsKeyId fields take)
+KMS_KEY = (r"^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/[\w-]+|alias/[\w/-]+)|alias/[\w/-]+"
+           r"|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})$")
+
+
+def _matching(pattern: str, what: str, example: str) -> Any:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"{value!r} is not {what}, e.g. {example}")
+        return value
+    return AfterValidator(check)
+
+
+class VpcSettings(Strict):
+    """`sagemaker.vpc`: the subnets and security groups every job and model runs in (VpcConfig)."""
+
+    subnets: list[Annotated[str, _matching(r"subnet-[0-9a-z]{1,25}", "a subnet id", "subnet-0a1b2c3d")]] = \
+        Field(min_length=1, max_length=16)
+    security_group_ids: list[Annotated[str, _matching(r"sg-[0-9a-z]{1,25}", "a security group id",
+                                                      "sg-0a1b2c3d")]] = Field(min_length=1, max_length=5)
+
+
+class SageMakerSettings(Strict):
+    """An env file's `sagemaker:` block: the AWS account a cloud env compiles for, and its security settings.
+
+    region, role and bucket are required to compile (pipelines/sagemaker/checks.py says which is missing);
+    kms_key and vpc, when set, reach every job and model of the definition that takes them (a test per
+    setting: tests/sagemaker/test_env_security_settings.py)."""
+
+    region: Annotated[str, _matching(REGION, "an AWS region", "us-east-1")] | None = None
+    role: Annotated[str, _matching(ROLE_ARN, "an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)",
+                                   "arn:aws:iam::111122223333:role/sagemaker-execution")] | None = None
+    bucket: Annotated[str, _matching(BUCKET, "a valid S3 bucket name", "my-team-sagemaker")] | None = None
+    kms_key: Annotated[str, _matching(KMS_KEY, "a KMS key id, alias or ARN",
+                                      "arn:aws:kms:us-east-1:111122223333:key/<key id>")] | None = Field(
+        None, description="encrypts every job's volumes and outputs (VolumeKmsKeyId, KmsKeyId)")
+    vpc: VpcSettings | None = Field(None, description="every job and model runs in these subnets (VpcConfig)")
+    tags: dict[str, str] = Field({}, description="tags of the SageMaker pipeline (and the endpoint stack)")
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # `stage: 1` or `shared: true` in YAML is the tag's text
+            return {k: ("true" if v is True else "false" if v is False else str(v))
+                    if isinstance(v, (int, float)) else v for k, v in value.items()}
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_limits(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if not 1 <= len(key) <= 128 or key.lower().startswith("aws:") or len(value) > 256:
+                raise ValueError(f"tag {key!r}: a key is 1-128 characters, not starting with 'aws:', and a value "
+                                 "at most 256")
+        return tags
+
+    # Read like the mapping it was (`settings.sagemaker.get("region")`), for callers not yet moved to attributes.
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, key, None) if key in type(self).model_fields else None
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __bool__(self) -> bool:
+        """False for an env with no `sagemaker:` settings (the local env)."""
+        return bool(self.model_dump(exclude_defaults=True))
+
+
 class EnvSettings(Strict):
-    """What an environment overlay sets beyond the pipeline: backends and services."""
+    """What an environment file sets beyond the pipeline: where runs are tracked, and the AWS account."""
 
     tracking_uri: str | None = None
-    sagemaker: dict[str, Any] = {}
-    registry: dict[str, Any] = {}
+    sagemaker: SageMakerSettings = SageMakerSettings()
 
 
 class PipelineSpec(Strict):

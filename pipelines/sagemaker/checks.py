@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,8 +16,6 @@ FAMILIES = ("t2", "t3", "m4", "m5", "m5d", "m6i", "m6id", "m7i", "c4", "c5", "c5
             "r5d", "r6i", "r7i", "g4dn", "g5", "g6", "g6e", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "trn1",
             "trn1n", "inf1", "inf2")
 INSTANCE_TYPES = {f"ml.{family}.{size}" for family in FAMILIES for size in _SIZES}
-ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
-BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def check_cloud_config(spec: PipelineSpec, requirements: bool = False) -> None:
@@ -41,24 +38,18 @@ def _overlay_file(spec: PipelineSpec) -> str:
 
 
 def check_account(spec: PipelineSpec, overlay: str) -> Iterator[Problem]:
+    """The account settings a compile needs are set (the loader checked the form of those that are)."""
     settings = spec.settings.sagemaker
     if spec.env == "local" and not settings:
         yield Problem(overlay, None, "--env", "the local env has no AWS settings; compile a cloud env, "
                                               "e.g. --env dev")
         return
-    role = settings.get("role")
-    if not role:
+    if not settings.role:
         yield Problem(overlay, None, "sagemaker.role", "missing: the IAM role SageMaker runs the steps with, "
                                                        "e.g. arn:aws:iam::111122223333:role/sagemaker-execution")
-    elif not ROLE_ARN.match(str(role)):
-        yield Problem(overlay, None, "sagemaker.role", f"'{role}' is not an IAM role ARN "
-                                                       "(arn:aws:iam::<12-digit account>:role/<name>)")
-    bucket = settings.get("bucket")
-    if not bucket:
+    if not settings.bucket:
         yield Problem(overlay, None, "sagemaker.bucket", "missing: the S3 bucket for code and step outputs")
-    elif not BUCKET.match(str(bucket)):
-        yield Problem(overlay, None, "sagemaker.bucket", f"'{bucket}' is not a valid S3 bucket name")
-    if not settings.get("region"):
+    if not settings.region:
         yield Problem(overlay, None, "sagemaker.region", "missing: the AWS region, e.g. us-east-1")
 
 

@@ -47,7 +47,7 @@ def upsert_command(spec: Any, cache: Path | None = None) -> int:
 def start_command(spec: Any, given: list[str], wait: bool, as_json: bool) -> int:
     from pipelines.sagemaker import aws
 
-    region = spec.settings.sagemaker.get("region")
+    region = spec.settings.sagemaker.region
     names = {text.partition("=")[0] for text in given}
     arn = aws.start(spec.name, region, {n: spec.param_values[n] for n in names})
     print(f"started {arn}", file=sys.stderr if as_json else sys.stdout)
@@ -81,7 +81,7 @@ def status_command(arn: str, wait: bool, as_json: bool) -> int:
 def executions_command(spec: Any, as_json: bool) -> int:
     from pipelines.sagemaker import aws
 
-    found = aws.executions(spec.name, spec.settings.sagemaker.get("region"))
+    found = aws.executions(spec.name, spec.settings.sagemaker.region)
     if as_json:
         print(json.dumps(found, indent=2))
         return 0

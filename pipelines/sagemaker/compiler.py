@@ -182,7 +182,8 @@ class CompileContext:
         return list(step.depends_on) or None
 
     def kms_key(self) -> str | None:
-        return self.spec.settings.sagemaker.get("kms_key")
+        """The env's sagemaker.kms_key: every job's volumes and outputs are encrypted with it."""
+        return self.spec.settings.sagemaker.kms_key
 
     def repo_path(self, relative: str) -> Path:
         """A repository path a step ships; for a script, the SDK uploads its whole folder."""
@@ -191,22 +192,22 @@ class CompileContext:
         return path
 
     def network_config(self) -> Any:
-        """Processing jobs' VPC settings from the env overlay (sagemaker.vpc), or None."""
-        vpc = self.spec.settings.sagemaker.get("vpc")
-        if not vpc:
+        """Processing jobs' VPC settings from the env file (sagemaker.vpc), or None."""
+        vpc = self.spec.settings.sagemaker.vpc
+        if vpc is None:
             return None
         from sagemaker.core.network import NetworkConfig
 
-        return NetworkConfig(subnets=vpc.get("subnets"), security_group_ids=vpc.get("security_group_ids"))
+        return NetworkConfig(subnets=list(vpc.subnets), security_group_ids=list(vpc.security_group_ids))
 
     def networking(self) -> Any:
-        """Training jobs' VPC settings (the same sagemaker.vpc), or None."""
-        vpc = self.spec.settings.sagemaker.get("vpc")
-        if not vpc:
+        """Training (and tuning) jobs' VPC settings (the same sagemaker.vpc), or None."""
+        vpc = self.spec.settings.sagemaker.vpc
+        if vpc is None:
             return None
         from sagemaker.core.training.configs import Networking
 
-        return Networking(subnets=vpc.get("subnets"), security_group_ids=vpc.get("security_group_ids"))
+        return Networking(subnets=list(vpc.subnets), security_group_ids=list(vpc.security_group_ids))
 
 
 def compile_pipeline(spec: PipelineSpec, read: set[Path] | None = None) -> Compiled:
@@ -230,12 +231,13 @@ def compile_pipeline(spec: PipelineSpec, read: set[Path] | None = None) -> Compi
         pipeline = Pipeline(name=spec.name, parameters=list(cc.parameters.values()), steps=top_level,
                             sagemaker_session=session, mlflow_config=_mlflow_config(spec),
                             pipeline_experiment_config=None)
-        definition = json.loads(pipeline.definition())
+        from pipelines.sagemaker.security import apply_security_settings
+
+        definition = apply_security_settings(json.loads(pipeline.definition()), settings)
         refuse_what_the_service_refuses(spec, definition)
         objects = uploaded_objects(s3, bucket)
     definition, artifacts = content_address(definition, objects, bucket, spec.name)
-    tags = {str(k): str(v) for k, v in (settings.get("tags") or {}).items()}
-    return Compiled(spec.name, definition, artifacts, bucket, region, role, tags)
+    return Compiled(spec.name, definition, artifacts, bucket, region, role, dict(settings.tags))
 
 
 def refuse_what_the_service_refuses(spec: PipelineSpec, definition: dict[str, Any]) -> None:

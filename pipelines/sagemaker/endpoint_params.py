@@ -22,6 +22,11 @@ def endpoint_parameters(spec: PipelineSpec, model_package_arn: str, step_name: s
     elif chosen is None:
         problems.append(Problem(spec.source_file, None, "--step", f"no deploy step '{step_name}'"
                                                                   f"{did_you_mean(str(step_name), deploys)}"))
+    if spec.settings.sagemaker.vpc is not None:  # never serve outside the VPC the env file asks for
+        problems.append(Problem(overlay, None, "sagemaker.vpc",
+                                "infra/endpoint.yaml creates the endpoint's model without a VpcConfig, so the "
+                                "endpoint would serve outside this VPC; give the template's model the subnets and "
+                                "security groups before deploying from this env"))
     if model_package_arn == "approved" and chosen is not None and not problems:
         model_package_arn = latest_approved_arn(spec, chosen)
     if not model_package_arn.startswith("arn:aws") or ":model-package/" not in model_package_arn:
@@ -35,8 +40,7 @@ def endpoint_parameters(spec: PipelineSpec, model_package_arn: str, step_name: s
         raise ConfigError([Problem(spec.source_file, None, f"steps.{chosen.name}.resources.instance_type",
                                    f"'{resources.instance_type}' is not a SageMaker instance type"
                                    f"{did_you_mean(resources.instance_type, INSTANCE_TYPES)}")])
-    tags = {str(k): str(v) for k, v in (spec.settings.sagemaker.get("tags") or {}).items()}
-    return {"Parameters": chosen.endpoint_request(spec, model_package_arn), "Tags": tags}
+    return {"Parameters": chosen.endpoint_request(spec, model_package_arn), "Tags": dict(spec.settings.sagemaker.tags)}
 
 
 def latest_approved_arn(spec: PipelineSpec, step: Step) -> str:
@@ -45,9 +49,10 @@ def latest_approved_arn(spec: PipelineSpec, step: Step) -> str:
     from pipelines.registry.sagemaker_backend import SageMakerRegistry
 
     group = step.deployed_group() or ""
-    package = SageMakerRegistry(spec.settings.sagemaker["region"]).latest(group, "Approved")
+    region = spec.settings.sagemaker["region"]  # check_account: set
+    package = SageMakerRegistry(region).latest(group, "Approved")
     if package is None:
-        raise RegistryError(f"{group} has no Approved version in {spec.settings.sagemaker['region']}; "
+        raise RegistryError(f"{group} has no Approved version in {region}; "
                             f"approve one with: sagepipe models approve {group} VERSION --env {spec.env}")
     return package["arn"]
 
