@@ -123,6 +123,20 @@ def link_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target, copy_function=_link_or_copy, dirs_exist_ok=True)
 
 
+def copy_tree(source: Path, target: Path) -> None:
+    """A copy of a file (to the file target) or a folder (to the folder target, which must not exist) made of new
+    files and folders its owner may write, whatever the source's modes: what a job gets of an S3 input, so nothing
+    written, appended or deleted there reaches source. Links are followed (the copy holds what they point to);
+    a dangling one is left out."""
+    if source.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return
+    shutil.copytree(source, target, symlinks=False, ignore_dangling_symlinks=True, copy_function=shutil.copyfile)
+    for folder, _, _ in os.walk(target):  # copytree copies the folders' modes: a read-only one stays so
+        os.chmod(folder, os.stat(folder).st_mode | 0o700)
+
+
 def remove_path(path: Path) -> None:
     """Remove a file, link or folder; nothing there is fine."""
     if path.is_dir() and not path.is_symlink():

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import model_validator
 
-from pipelines.fsutil import remove_inside
+from pipelines.fsutil import copy_tree, inside, remove_inside
 from pipelines.sagemaker.images import PYTORCH_TRAINING_2_6, SKLEARN_1_9
 from pipelines.spec import CloudSettings, EnvName, IoName, RelativePath, Resources
 from pipelines.step_api import CompileContext, Step
@@ -92,12 +92,12 @@ class ScriptStep(Step):
         return self.image or cc.framework_image(self.name, self.framework(), self.settled_resources().instance_type)
 
 
-def link_input(source: Path, mount: Path, root: Path) -> None:
-    """Make `mount` (a path under root) a folder that holds source (a folder's contents, or a single file)."""
+def stage_input(source: Path, mount: Path, root: Path) -> None:
+    """Make `mount` (a path under root) a folder that holds a copy of source (a folder's contents, or a single
+    file), as a SageMaker job's input is a copy downloaded from S3: a script that writes, appends to or deletes
+    what lies in its input folder changes nothing of the user's files or of another step's outputs."""
     remove_inside(mount, root)
-    mount.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        mount.symlink_to(source.resolve(), target_is_directory=True)
-    else:
-        mount.mkdir()
-        (mount / source.name).symlink_to(source.resolve())
+    inside(mount.parent, root, follow=True).mkdir(parents=True, exist_ok=True)
+    copy_tree(source, mount if source.is_dir() else mount / source.name)
+
+

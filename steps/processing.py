@@ -12,7 +12,7 @@ from pipelines.errors import StepFailed
 from pipelines.fsutil import fresh_dir
 from pipelines.spec import CloudSettings, IoName
 from pipelines.step_api import CompileContext, LocalResult, StepContext
-from steps.base import ScriptStep, link_input
+from steps.base import ScriptStep, stage_input
 
 
 class ProcessingCloud(CloudSettings):
@@ -50,7 +50,7 @@ class ProcessingStep(ScriptStep):
     def run_local(self, ctx: StepContext) -> LocalResult:
         root = ctx.step_dir / "processing"
         for name, source in ctx.inputs.items():
-            link_input(source, root / "input" / name, ctx.run_dir)
+            stage_input(source, root / "input" / name, ctx.run_dir)
         outputs = self.local_output_dirs(ctx.step_dir)
         for folder in outputs.values():
             fresh_dir(folder, ctx.run_dir)

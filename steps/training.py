@@ -16,7 +16,7 @@ from pipelines.model_archive import ARCHIVE, pack
 from pipelines.netutil import free_port
 from pipelines.spec import CloudSettings, Strict
 from pipelines.step_api import CompileContext, LocalResult, StepContext
-from steps.base import MODEL_IMAGE, ScriptStep, link_input
+from steps.base import MODEL_IMAGE, ScriptStep, stage_input
 
 OUTPUTS = ("model", "output")
 
@@ -68,7 +68,7 @@ class TrainingStep(ScriptStep):
     def run_local(self, ctx: StepContext) -> LocalResult:
         channels = {name: ctx.step_dir / "input" / "data" / name for name in ctx.inputs}
         for name, source in ctx.inputs.items():
-            link_input(source, channels[name], ctx.run_dir)
+            stage_input(source, channels[name], ctx.run_dir)
         outputs = self.local_output_dirs(ctx.step_dir)
         model_dir = ctx.step_dir / "model"
         remove_inside(outputs["model"], ctx.run_dir)

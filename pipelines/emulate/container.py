@@ -1,6 +1,8 @@
 """A local stand-in for a job's container: its /opt/ml is a folder, its python3 and pip are this interpreter.
 
-Every "/opt/ml" in the entrypoint, the arguments and the SDK's driver scripts is rewritten to that folder;
+Every "/opt/ml" in the entrypoint, the arguments and the SDK's driver scripts is rewritten to that folder, and
+every folder built from a definition's value (a LocalPath, a channel name, an /opt/ml path on the command line)
+must lie inside it, '..' and symbolic links followed (ContainerPathError otherwise);
 pip never reaches an index (PIP_NO_INDEX), so a requirement this environment lacks fails the job loudly
 instead of changing the environment (and a quiet install of what is all installed already ends at once:
 container_pip.py).
@@ -10,13 +12,17 @@ from __future__ import annotations
 
 import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from pipelines.errors import StepFailed
 
 OPT_ML = "/opt/ml"
 _OPT_ML = re.compile(r"(?<![\w./-])/opt/ml(?![\w.-])")  # not inside another path, so rewriting is idempotent
 TEXT_SUFFIXES = (".py", ".sh", ".json", ".txt", ".cfg")
 CONTAINER_PIP = Path(__file__).with_name("container_pip.py")
+# an /opt/ml path inside a command line: up to the next space, quote or shell operator
+_OPT_ML_WORD = re.compile(r"(?<![\w./-])/opt/ml(?:/[^\s'\"`;&|()<>$]*)?")
 # How SDK v3's training driver (sm_drivers/scripts/install_requirements.py) runs pip: `python -m pip install -r`
 SDK_PIP_CALL = '[python_executable, "-m", "pip", "install"'
 
@@ -31,11 +37,35 @@ class Container:
         self.bin = root / "bin"
         self.image: dict[str, str] = {}  # the image it stands in for: SAGEPIPE_EMULATED_{IMAGE,STEP}
 
-    def path(self, container_path: str) -> Path:
-        """The local folder standing for a path inside the container (under /opt/ml)."""
-        if not container_path.startswith(OPT_ML):
-            raise ValueError(f"{container_path!r} is outside /opt/ml, which the emulator cannot provide")
-        return self.opt_ml / container_path[len(OPT_ML):].lstrip("/")
+    @property
+    def step(self) -> str:
+        return self.image.get("SAGEPIPE_EMULATED_STEP") or self.root.name
+
+    def path(self, container_path: str, field: str = "path") -> Path:
+        """The local folder standing for a path inside the container (/opt/ml or under it), which must stay in the
+        container's /opt/ml once '..' and symbolic links are followed; field names the definition's field that
+        gave the path, for the error."""
+        text = container_path if isinstance(container_path, str) else ""
+        if text != OPT_ML and not text.startswith(OPT_ML + "/"):
+            raise ContainerPathError(self.step, field, container_path,
+                                     "is not under /opt/ml, which is all of a container the emulator can provide")
+        parts = PurePosixPath(text[len(OPT_ML):].lstrip("/")).parts
+        if ".." in parts or "\0" in text:
+            raise ContainerPathError(self.step, field, container_path, "climbs out of /opt/ml with '..'")
+        local = self.opt_ml.joinpath(*parts)
+        top = self.root.resolve() / "opt" / "ml"  # where /opt/ml must be, not where a planted link sends it
+        real = local.resolve()
+        if real != top and top not in real.parents:
+            raise ContainerPathError(self.step, field, container_path,
+                                     f"leads to {real} through a symbolic link, outside the container's {top}")
+        return local
+
+    def confine(self, words: list[Any], field: str) -> None:
+        """Every /opt/ml path named in command-line words (an entrypoint, arguments) must lie inside /opt/ml."""
+        for index, word in enumerate(words):
+            if isinstance(word, str):
+                for match in _OPT_ML_WORD.finditer(word):
+                    self.path(match.group(0), f"{field}[{index}]")
 
     def rewrite(self, value: Any) -> Any:
         """Arguments and entrypoints with /opt/ml pointing at this container's folder."""
@@ -48,7 +78,7 @@ class Container:
     def rewrite_files(self, folder: Path, suffixes: tuple[str, ...] = (".py", ".sh")) -> None:
         """Scripts (and the SDK's driver files) name /opt/ml throughout: point them here."""
         for file in folder.rglob("*"):
-            if file.is_file() and file.suffix in suffixes:
+            if file.is_file() and not file.is_symlink() and file.suffix in suffixes:
                 text = file.read_text(errors="replace")
                 if OPT_ML in text:
                     file.write_text(self.rewrite(text))
@@ -61,7 +91,11 @@ class Container:
         if SDK_PIP_CALL in text:
             script.write_text(text.replace(SDK_PIP_CALL, f'[python_executable, {str(CONTAINER_PIP)!r}, "install"'))
 
-    def command(self, entrypoint: list[str], arguments: list[str]) -> list[str]:
+    def command(self, entrypoint: list[str], arguments: list[str], where: str = "AppSpecification") -> list[str]:
+        """The command line, /opt/ml rewritten; an /opt/ml path in it that leads outside is ContainerPathError
+        (where: the field that holds ContainerEntrypoint and ContainerArguments)."""
+        self.confine(list(entrypoint), f"{where}.ContainerEntrypoint")
+        self.confine(list(arguments), f"{where}.ContainerArguments")
         argv = self.rewrite([*entrypoint, *arguments])
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable
@@ -86,3 +120,12 @@ class Container:
             if not shim.exists():
                 shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" {target} "$@"\n')
                 shim.chmod(0o755)
+
+
+class ContainerPathError(StepFailed):
+    """A definition's value that would put a container's folder (or a file the job reads) outside its container."""
+
+    def __init__(self, step: str, field: str, value: Any, why: str):
+        super().__init__(f"step {step!r}: {field} {value!r} {why}; name a path under /opt/ml without '..' (the "
+                         "emulator keeps each job inside its container folder, as SageMaker keeps it in its container)")
+        self.step, self.field, self.value = step, field, value

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pipelines.emulate.container import TEXT_SUFFIXES, Container
+from pipelines.emulate.container import TEXT_SUFFIXES, Container, ContainerPathError
 from pipelines.errors import StepFailed
 
 RunProcess = Callable[[list[str], dict[str, str], Path], int]
@@ -112,24 +112,25 @@ def training_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_d
     from pipelines.model_archive import pack
 
     channels = args.get("InputDataConfig", [])
-    for channel in channels:
-        source = channel["DataSource"]["S3DataSource"]
-        download(s3, source["S3Uri"], box.path(f"/opt/ml/input/data/{channel['ChannelName']}"))
+    folders = [_channel_dir(box, channel, i) for i, channel in enumerate(channels)]  # all checked before a download
+    checkpoint = args.get("CheckpointConfig")
+    checkpoints = box.path((checkpoint or {}).get("LocalPath", "/opt/ml/checkpoints"), "CheckpointConfig.LocalPath")
+    for channel, folder in zip(channels, folders):
+        download(s3, channel["DataSource"]["S3DataSource"]["S3Uri"], folder)
     box.rewrite_files(box.path("/opt/ml/input/data"))  # scripts in the code channel
     box.rewrite_files(box.path("/opt/ml/input/data/sm_drivers"), TEXT_SUFFIXES)  # and the SDK's driver files
     box.route_pip(box.path("/opt/ml/input/data/sm_drivers"))
     _write_config(box, args, channels)
-    checkpoint = args.get("CheckpointConfig")
-    checkpoints = box.path((checkpoint or {}).get("LocalPath", "/opt/ml/checkpoints"))
     checkpoints.mkdir(parents=True, exist_ok=True)
     if checkpoint:  # SageMaker restores the checkpoint URI before the job starts
         download(s3, checkpoint["S3Uri"], checkpoints, required=False)
-    for folder in ("/opt/ml/model", "/opt/ml/output/data"):
-        box.path(folder).mkdir(parents=True, exist_ok=True)
+    for container_folder in ("/opt/ml/model", "/opt/ml/output/data"):
+        box.path(container_folder).mkdir(parents=True, exist_ok=True)
     algorithm = args["AlgorithmSpecification"]
     toolkit: dict[str, str] = {}
     if algorithm.get("ContainerEntrypoint"):
-        argv = box.command(algorithm["ContainerEntrypoint"], algorithm.get("ContainerArguments") or [])
+        argv = box.command(algorithm["ContainerEntrypoint"], algorithm.get("ContainerArguments") or [],
+                           "AlgorithmSpecification")
     else:  # no entrypoint (a tuning job's trials): the framework image's training toolkit runs the script
         argv, toolkit = _toolkit_command(s3, box, args, channels)
     env = box.environment({**toolkit, **args.get("Environment", {}), "TRAINING_JOB_NAME": job,
@@ -150,6 +151,14 @@ def training_job(s3: Any, args: dict[str, Any], job: str, box: Container, step_d
             "ModelArtifacts": {"S3ModelArtifacts": f"{output}/{job}/output/model.tar.gz"},
             "OutputDataConfig": args["OutputDataConfig"], "AlgorithmSpecification": algorithm,
             "ResourceConfig": args["ResourceConfig"]}
+
+
+def _channel_dir(box: Container, channel: dict[str, Any], index: int) -> Path:
+    """A channel's folder, /opt/ml/input/data/<ChannelName>: a name that is not one folder there is refused."""
+    name, field = channel.get("ChannelName"), f"InputDataConfig[{index}].ChannelName"
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise ContainerPathError(box.step, field, name, "is not a channel name (one folder under /opt/ml/input/data)")
+    return box.path(f"/opt/ml/input/data/{name}", field)
 
 
 def _toolkit_command(s3: Any, box: Container, args: dict[str, Any],
@@ -175,10 +184,16 @@ def _toolkit_command(s3: Any, box: Container, args: dict[str, Any],
     except (tarfile.TarError, OSError) as exc:
         raise StepFailed(f"sagemaker_submit_directory {submit} is not a readable tar.gz: {exc}") from None
     box.rewrite_files(code)
+    # the script must lie in the code folder; it reaches the shell as an argument, never as shell text
+    box.path(f"/opt/ml/code/{program}", "HyperParameters.sagemaker_program")
+    if program.startswith("/") or not (code / program).is_file():
+        raise StepFailed(f"step {box.step!r}: HyperParameters.sagemaker_program {program!r} is not a file in "
+                         f"sagemaker_submit_directory {submit}: name the script by its path inside that archive")
     user = {k: v for k, v in hps.items() if not k.startswith("sagemaker_")}
     arguments = [item for name in sorted(user) for item in (f"--{name}", user[name])]
     install = "if [ -f requirements.txt ]; then pip install --quiet -r requirements.txt; fi"
-    argv = ["/bin/sh", "-c", f'cd "{code}" && {install} && exec python3 "{program}" "$@"', "sh", *arguments]
+    run = f'code="$1" program="$2"; shift 2; cd "$code" && {install} && exec python3 "$program" "$@"'
+    argv = ["/bin/sh", "-c", run, "sh", str(code), program, *arguments]
     names = [c["ChannelName"] for c in channels]
     hosts = [f"algo-{i + 1}" for i in range(int(args["ResourceConfig"].get("InstanceCount", 1)))]
     env = {f"SM_CHANNEL_{n.upper().replace('-', '_')}": str(box.path(f"/opt/ml/input/data/{n}")) for n in names}

@@ -49,6 +49,7 @@ def processing_job(s3: Any, args: dict[str, Any], job: str, box: Container, step
     app = args["AppSpecification"]
     for index, host in enumerate(hosts):
         instance = box if count == 1 else Container(box.root / host, box.pip_verdicts)
+        instance.image = box.image
         _prepare(s3, args, instance, index, hosts, arn, job)
         argv = instance.command(app.get("ContainerEntrypoint") or [], app.get("ContainerArguments") or [])
         env = instance.environment({**args.get("Environment", {}),
@@ -58,8 +59,8 @@ def processing_job(s3: Any, args: dict[str, Any], job: str, box: Container, step
             where = f" on {host} of {count} instances" if count > 1 else ""
             raise StepFailed(f"processing job {job} failed{where}: {' '.join(app.get('ContainerEntrypoint') or [])} "
                              f"exited with code {code}")
-        for item in outputs:
-            upload(s3, instance.path(item["S3Output"]["LocalPath"]), item["S3Output"]["S3Uri"])
+        for i, item in enumerate(outputs):
+            upload(s3, instance.path(item["S3Output"]["LocalPath"], _output_field(i)), item["S3Output"]["S3Uri"])
     return {"ProcessingJobName": job, "ProcessingJobArn": arn, "ProcessingJobStatus": "Completed",
             "AppSpecification": app, "ProcessingOutputConfig": {"Outputs": {item["OutputName"]: item for item in outputs}},
             "ProcessingResources": args["ProcessingResources"]}
@@ -67,18 +68,27 @@ def processing_job(s3: Any, args: dict[str, Any], job: str, box: Container, step
 
 def _prepare(s3: Any, args: dict[str, Any], box: Container, index: int, hosts: list[str], arn: str, job: str) -> None:
     """One instance's inputs (its shards), output folders and /opt/ml/config."""
-    for item in args.get("ProcessingInputs", []):
+    inputs = args.get("ProcessingInputs", [])
+    outputs = (args.get("ProcessingOutputConfig") or {}).get("Outputs", [])
+    folders = [box.path(item["S3Input"]["LocalPath"], f"ProcessingInputs[{i}].S3Input.LocalPath")
+               for i, item in enumerate(inputs)]  # every one checked before anything is written
+    folders += [box.path(item["S3Output"]["LocalPath"], _output_field(i)) for i, item in enumerate(outputs)]
+    for item, folder in zip(inputs, folders):
         source = item["S3Input"]
         sharded = source.get("S3DataDistributionType") == "ShardedByS3Key"
-        download(s3, source["S3Uri"], box.path(source["LocalPath"]), shard=(index, len(hosts)) if sharded else None)
-        box.rewrite_files(box.path(source["LocalPath"]))
-    for item in (args.get("ProcessingOutputConfig") or {}).get("Outputs", []):
-        box.path(item["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
+        download(s3, source["S3Uri"], folder, shard=(index, len(hosts)) if sharded else None)
+        box.rewrite_files(folder)
+    for folder in folders[len(inputs):]:
+        folder.mkdir(parents=True, exist_ok=True)
     config = box.path("/opt/ml/config")
     config.mkdir(parents=True, exist_ok=True)
     # paths in it name the container's folders, as the entrypoint's and the scripts' /opt/ml do
     (config / "processingjobconfig.json").write_text(box.rewrite(json.dumps(job_config(args, job, arn), indent=4)))
     (config / "resourceconfig.json").write_text(json.dumps({"current_host": hosts[index], "hosts": hosts}))
+
+
+def _output_field(index: int) -> str:
+    return f"ProcessingOutputConfig.Outputs[{index}].S3Output.LocalPath"
 
 
 def job_config(args: dict[str, Any], job: str, arn: str) -> dict[str, Any]:

@@ -11,8 +11,10 @@ import gzip
 import hashlib
 import io
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from pipelines.errors import ConfigError, Problem
 
 
 # Where jobs write: locations, not uploaded code, whatever objects happen to lie below them.
@@ -70,13 +72,47 @@ def artifact_folder(prefix: str, members: dict[str, bytes]) -> str:
 
 
 def local_members(path: Path) -> dict[str, bytes] | None:
-    """What a local file or folder becomes as an artifact ({name: bytes}, noise left out); None if absent."""
+    """What a local file or folder becomes as an artifact ({name: bytes}, noise left out); None if absent.
+
+    A symbolic link in a folder is followed only where it points inside that folder (a linked folder's files
+    under the link's name); one that points outside is refused (LinkOutside): compile would otherwise ship the
+    contents of files outside the code folder, or the repository, to S3. A dangling link is left out."""
     if path.is_file():
         return {path.name: path.read_bytes()}
     if not path.is_dir():
         return None
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and not _is_noise(str(p.relative_to(path)))}
+    root = path.resolve()
+    members: dict[str, bytes] = {}
+    _collect(path, PurePosixPath(), root, path, (root,), members)
+    return dict(sorted(members.items()))
+
+
+class LinkOutside(ConfigError):
+    """A symbolic link in a shipped folder that points outside it (or loops)."""
+
+
+def _refuse(link: Path, message: str) -> LinkOutside:
+    return LinkOutside([Problem(str(link), None, "", message)])
+
+
+def _collect(folder: Path, relative: PurePosixPath, root: Path, top: Path, chain: tuple[Path, ...],
+             members: dict[str, bytes]) -> None:
+    for entry in sorted(folder.iterdir()):
+        name = relative / entry.name
+        target = entry
+        if entry.is_symlink():
+            target = entry.resolve()
+            if target != root and root not in target.parents:
+                raise _refuse(top / name, f"a symbolic link to {target}, outside the folder {top} that is shipped "
+                              "to the job; compile refuses to upload what it points to. Copy the file into the "
+                              "folder (or move the code next to it), or remove the link")
+            if target.is_dir() and any(target == c or target in c.parents for c in chain):
+                raise _refuse(top / name, f"a symbolic link to {target}, a folder that holds the link itself "
+                              "(a loop): remove the link")
+        if target.is_dir():
+            _collect(target, name, root, top, (*chain, target.resolve()), members)
+        elif target.is_file() and not _is_noise(str(name)):
+            members[str(name)] = target.read_bytes()
 
 
 def reproducible_targz(folder: Path, extra: dict[str, bytes] | None = None) -> bytes:

@@ -21,7 +21,7 @@ from pipelines.local import state as state_module
 from pipelines.local.processes import identity, stop_leftover
 from pipelines.local.runner import LocalRunner
 from pipelines.local.state import RunState, RunUnavailable
-from steps.base import link_input
+from steps.base import stage_input
 from tests.conftest import run_cli
 from tests.local.test_runner import LINEAR, run, write_pipeline
 
@@ -84,7 +84,7 @@ def test_removals_refuse_paths_that_lead_outside(tmp_path: Path) -> None:
     (run_dir / "step" / "x").symlink_to(outside)
     for call in (lambda: remove_inside(run_dir / "step" / "processing" / "data", run_dir),
                  lambda: fresh_dir(run_dir / "step" / "processing" / "data", run_dir),
-                 lambda: link_input(tmp_path, run_dir / "step" / "processing" / "data", run_dir),
+                 lambda: stage_input(tmp_path, run_dir / "step" / "processing" / "data", run_dir),
                  lambda: remove_inside(run_dir / "step" / ".." / ".." / "outside", run_dir)):
         with pytest.raises(UnsafePath, match="outside|plain name"):
             call()
@@ -123,7 +123,9 @@ def test_planted_links_never_lead_a_resume_outside(tmp_path: Path, home: Path, p
 # --- the cache: copies, verified on every hit ---------------------------------------------------------
 TAMPER = """import os, pathlib
 root = pathlib.Path(os.environ["SAGEPIPE_PROCESSING_DIR"])
-with open(root / "input" / "data" / "out.txt", "a") as upstream:  # in place, through the input mount
+with open(root / "input" / "data" / "out.txt", "a") as mount:  # its own copy: reaches nothing of a's
+    mount.write("through the mount\\n")
+with open(root.parent.parent / "a" / "processing" / "output" / "data" / "out.txt", "a") as upstream:  # a's output
     upstream.write("tampered\\n")
 (root / "output" / "data" / "out.txt").write_text("b\\n")
 """

@@ -70,8 +70,8 @@ class Stack:
     def resources(self) -> dict[str, Any]:
         return self.template["Resources"]
 
-    def bucket_name(self) -> str | None:
-        name = self.resources()["ArtifactBucket"]["Properties"].get("BucketName")
+    def bucket_name(self, logical: str = "ArtifactBucket") -> str | None:
+        name = self.resources()[logical]["Properties"].get("BucketName")
         return None if name is None else self.resolve(name)
 
     def role_arn(self, logical: str) -> str:
@@ -81,7 +81,7 @@ class Stack:
     def attribute(self, logical: str, attribute: str) -> str:
         kind = self.resources()[logical]["Type"]
         if (kind, attribute) == ("AWS::S3::Bucket", "Arn"):
-            return f"arn:aws:s3:::{self.bucket_name() or 'generated-' + logical.lower()}"
+            return f"arn:aws:s3:::{self.bucket_name(logical) or 'generated-' + logical.lower()}"
         if (kind, attribute) == ("AWS::IAM::Role", "Arn"):
             return self.role_arn(logical)
         if (kind, attribute) == ("AWS::KMS::Key", "Arn"):
@@ -97,7 +97,9 @@ class Stack:
             name = node["Ref"]
             if name in self.values:
                 return self.values[name]
-            return self.bucket_name() if name == "ArtifactBucket" else f"{name}-physical-id"
+            if self.resources().get(name, {}).get("Type") == "AWS::S3::Bucket":
+                return self.bucket_name(name) or f"generated-{name.lower()}"
+            return f"{name}-physical-id"
         if set(node) == {"Fn::GetAtt"}:
             target = node["Fn::GetAtt"]
             return self.attribute(*(target if isinstance(target, list) else target.split(".", 1)))
