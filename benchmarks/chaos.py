@@ -8,7 +8,11 @@ outputs must equal the clean run's digests, no cache entry may hold files that d
 digest, and no step process may outlive the runs. Odd runs use --no-cache (steps really run and store
 entries); even runs reuse the cache (kills land in restores).
 
-    python benchmarks/chaos.py [--runs 6] [--seed 1]
+Half the runs name the state folder by a relative SAGEPIPE_HOME (their resumes alternate forms). Then the
+torch and HPO example configs are killed and resumed the same way (benchmarks/chaos_examples.py; the HPO run
+while its tuning step runs), each checked against a clean run of its own.
+
+    python benchmarks/chaos.py [--runs 6] [--seed 1] [--example-runs 2] [--skip-examples]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from chaos_examples import EXAMPLES, example_chaos
 from common import write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,8 +88,10 @@ def project(folder: Path) -> Path:
     return folder / "pipeline.yaml"
 
 
-def cli(args: list[str], home: Path, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "SAGEPIPE_HOME": str(home), "PYTHONPATH": str(REPO)}
+def cli(args: list[str], home: Path, cwd: Path, relative: bool = False) -> subprocess.Popen:
+    """sagepipe ARGS in cwd, the state folder named relative to cwd or absolute."""
+    named = os.path.relpath(home, cwd) if relative else str(home)
+    env = {**os.environ, "SAGEPIPE_HOME": named, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -167,6 +174,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--example-runs", type=int, default=2, help="killed runs of each example pipeline")
+    parser.add_argument("--skip-examples", action="store_true", help="only the small generated pipeline")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="sagepipe-chaos-"))
@@ -179,11 +188,14 @@ def main() -> None:
         home, known = work / "chaos", set()
         tally: dict = {"SIGKILL": 0, "SIGTERM": 0, "at": [], "late": []}
         counts = {"runs": args.runs, "finished_before_kill": 0, "resumes": 0, "resumes_killed": 0,
-                  "succeeded": 0, "outputs_match_clean": 0, "outputs_differ": 0, "leftover_processes_stopped": 0}
+                  "succeeded": 0, "outputs_match_clean": 0, "outputs_differ": 0, "leftover_processes_stopped": 0,
+                  "relative_home_runs": 0}
         failures = []
         for number in range(args.runs):
             extra, window_s = (["--no-cache"], clean_s) if number % 2 == 0 else ([], cached_s)
-            proc = cli(["run", str(path), *extra], home, path.parent)
+            relative = (number // 2) % 2 == 1  # each cache mode with each form of SAGEPIPE_HOME
+            counts["relative_home_runs"] += relative
+            proc = cli(["run", str(path), *extra], home, path.parent, relative)
             if not killed(proc, rng, window_s, tally, lambda: newest_run(home, known) is not None):
                 counts["finished_before_kill"] += 1
             run = newest_run(home, known)
@@ -191,7 +203,7 @@ def main() -> None:
                 raise SystemExit("a run left no folder")
             known.add(run)
             for attempt in range(3):
-                resume = cli(["resume", run], home, path.parent)
+                resume = cli(["resume", run], home, path.parent, relative=(attempt % 2 == 1) != relative)
                 counts["resumes"] += 1
                 if attempt == 0 and rng.random() < 0.3 and killed(resume, rng, window_s, tally):
                     counts["resumes_killed"] += 1
@@ -208,6 +220,11 @@ def main() -> None:
             counts["outputs_match_clean" if same else "outputs_differ"] += 1
             if not same:
                 failures.append({"run": run, "differs": digests(state), "expected": reference})
+        for name in [] if args.skip_examples else list(EXAMPLES):
+            example = example_chaos(name, work, rng, args.example_runs)
+            counts.update({f"{name}_{k}": v for k, v in example["counts"].items()})
+            counts["outputs_differ"] += example["counts"]["runs"] - example["counts"]["same_as_clean"]
+            failures += example["failures"]
         entries, bad = damaged_entries(home / "cache")
         counts.update(kills=tally["SIGKILL"] + tally["SIGTERM"], kills_SIGKILL=tally["SIGKILL"],
                       kills_SIGTERM=tally["SIGTERM"],

@@ -69,6 +69,7 @@ def read_table(path: Path, expected_columns: int) -> pa.Table:
         if any(pa.types.is_binary(_value_type(f.type)) for f in table.schema):  # Arrow's type for non-UTF-8 text
             _raise_if_not_utf8(path)
         break
+    _refuse_repeated_names(name, table.column_names)
     if table.num_columns == 1 and expected_columns > 1:
         header = table.column_names[0]
         guess = next((d for d in (";", "\t", "|") if d in header), None)
@@ -76,6 +77,15 @@ def read_table(path: Path, expected_columns: int) -> pa.Table:
         raise DataError(f"{name}: line 1: found one column {header[:60]!r}, expected {expected_columns} "
                         f"comma-separated columns{hint}")
     return _plain_types(path, table, column_types)
+
+
+def _refuse_repeated_names(name: str, columns: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for number, column in enumerate(columns, start=1):
+        if column in seen:
+            raise DataError(f"{name}: line 1: column name {column!r} appears twice (columns {seen[column]} and "
+                            f"{number}); give each column its own name")
+        seen[column] = number
 
 
 def _value_type(kind: pa.DataType) -> pa.DataType:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import posixpath
+import re
 import shutil
 import socket
 import sys
@@ -63,7 +65,7 @@ class Tracking:
         def action(client: Any) -> None:
             from mlflow.entities import Param
 
-            items = [Param(str(k)[:250], str(v)[:6000]) for k, v in params.items()]
+            items = [Param(_key(k), str(v)[:6000]) for k, v in params.items()]
             for start in range(0, len(items), 100):
                 client.log_batch(self.run_id, params=items[start:start + 100])
         self._safe(action)
@@ -76,7 +78,7 @@ class Tracking:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            client.log_batch(self.run_id, metrics=[Metric(str(k)[:250], float(v), now, step)
+            client.log_batch(self.run_id, metrics=[Metric(_key(k), float(v), now, step)
                                                    for k, v in metrics.items()])
         self._safe(action)
 
@@ -89,7 +91,7 @@ class Tracking:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            items = [Metric(name, float(v), now, i) for i, v in enumerate(values, start=1)]
+            items = [Metric(_key(name), float(v), now, i) for i, v in enumerate(values, start=1)]
             for start in range(0, len(items), 1000):
                 client.log_batch(self.run_id, metrics=items[start:start + 1000])
         self._safe(action)
@@ -169,6 +171,16 @@ class Tracking:
             atexit.register(_end_quietly, client, self.run_id)
         self._client = client
         return client
+
+
+def _key(name: Any) -> str:
+    """name as MLflow takes a key: characters it refuses ('@' in 'recall@top5') become '_', and a name that
+    reads as a path elsewhere ('../x') is flattened; sagepipe's journal writer names them the same way."""
+    text = re.sub(r"[^/\w.\- :]", "_", str(name))[:250]
+    if posixpath.normpath(text) != text or text.startswith(("..", "/")) or text in ("", "."):
+        text = text.replace("/", "_")
+        text = "_" + text if text.startswith(".") or not text else text
+    return text
 
 
 def _wait_for_run_id(run_file: str | None, timeout: float = 600.0) -> str | None:

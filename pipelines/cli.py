@@ -133,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch = sub.add_parser("transform", help="batch inference over a CSV or Parquet file")
     batch.add_argument("target", metavar="GROUP[@VERSION|@approved]")
     batch.add_argument("input")
-    batch.add_argument("output")
+    batch.add_argument("output", help="the file to write (.csv or .parquet); missing folders are made, as aws s3 cp "
+                       "would; written whole or not at all")
     batch.add_argument("--chunk-rows", type=_int_in(1), default=200_000, help="rows scored at once (default 200000)")
     batch.add_argument("--env", default="local")
     params = sub.add_parser("endpoint-params", help="CloudFormation parameters for infra/endpoint.yaml")

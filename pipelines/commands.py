@@ -34,8 +34,8 @@ def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool, par
     run_dir = run_folder(root, run_id)
     try:
         state = RunState.load(run_dir)
-    except (OSError, ValueError) as exc:
-        print(f"error: cannot read {run_dir / 'state.json'}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: cannot read {run_dir / 'state.json'}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     if state.data["status"] == "succeeded":
         if params:

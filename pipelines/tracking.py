@@ -9,6 +9,7 @@ that opens tracking (`run`, `resume`, `runs show`) writes it. The runner never i
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -67,9 +68,12 @@ def mlflow_client(uri: str) -> Any:
         raise ConnectionError(why)
     from mlflow.tracking import MlflowClient
 
+    from pipelines.registry.locking import store_lock
+
     for name in ("mlflow", "alembic"):  # after the import: mlflow sets its own log level when imported
         logging.getLogger(name).setLevel(logging.WARNING)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with store_lock(uri):  # the first to open a fresh SQLite store creates its tables: one process at a time
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def git_commit(repo_root: Path) -> str | None:
@@ -144,6 +148,7 @@ class MlflowTracker(NullTracker):
         self._lines = 0
         self._probe: threading.Thread | None = None
         self._keys: dict[str, str] = {}  # step -> the journal key of its latest execution
+        self._journal_error: OSError | None = None
 
     def pipeline_started(self, state: Any) -> None:
         from pipelines.tracking_journal import EVENTS, journal_dir, spawn_writer
@@ -227,10 +232,16 @@ class MlflowTracker(NullTracker):
         with self._lock:
             key = None
             if key_for is not None:
-                key = f"{key_for}.{self._lines}"
+                key = f"{re.sub(r'[^A-Za-z0-9_-]', '_', key_for)[:100]}.{self._lines}"  # a safe file name
                 self._keys[key_for] = key
                 event["key"] = key
-            append_line(journal_dir(self.run_dir) / EVENTS, {**event, "t": int(time.time() * 1000)})
+            if self._journal_error is None:
+                try:
+                    append_line(journal_dir(self.run_dir) / EVENTS, {**event, "t": int(time.time() * 1000)})
+                except OSError as exc:  # the run folder turned read-only, say: tracking never fails a run
+                    self._journal_error = exc
+                    self.warn(f"warning: cannot write the run's MLflow journal ({exc.strerror or exc}); the rest "
+                              "of this run is not recorded in MLflow")
             self._lines += 1
         return key
 

@@ -83,18 +83,23 @@ def record_status(run_dir: Path) -> dict[str, Any] | None:
             "parent_run_id": progress.get("parent"), "error": progress.get("error") if pending else None}
 
 
-def spawn_writer(run_dir: Path, *, follow: bool = False, wait_s: float = 0) -> None:
-    """Start a writer for run_dir that outlives this process (its own session, output to writer.log)."""
+def spawn_writer(run_dir: Path, *, follow: bool = False, wait_s: float = 0) -> bool:
+    """Start a writer for run_dir that outlives this process (its own session, output to writer.log); False
+    when the run folder cannot be written (the record stays pending for a later command)."""
     folder = journal_dir(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pipelines.tracking_writer", str(run_dir), "--wait", str(wait_s)]
     if follow:
         argv.append("--follow")
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    with open(folder / "writer.log", "ab") as log:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=root,
-                         start_new_session=True, close_fds=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "writer.log", "ab") as log:
+            subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=root,
+                             start_new_session=True, close_fds=True)
+    except OSError:
+        return False
+    return True
 
 
 def complete_pending(state_root: Path, limit: int = 20) -> list[str]:
@@ -109,8 +114,7 @@ def complete_pending(state_root: Path, limit: int = 20) -> list[str]:
     for run_dir in folders:
         if len(started) >= limit:
             break
-        if unwritten(run_dir) and not writer_busy(run_dir):
-            spawn_writer(run_dir)
+        if unwritten(run_dir) and not writer_busy(run_dir) and spawn_writer(run_dir):
             started.append(run_dir.name)
     return started
 

@@ -14,6 +14,8 @@ import argparse
 import fcntl
 import json
 import os
+import posixpath
+import re
 import sys
 import time
 from pathlib import Path
@@ -201,23 +203,68 @@ def _log(client: Any, run_id: str, params: dict[str, Any] | None = None, metrics
     from pipelines.tracking import _text
 
     now = at or int(time.time() * 1000)
-    items: list[Any] = [Param(k[:250], _text(v)[:6000]) for k, v in (params or {}).items()]
-    items += [Metric(k[:250], float(v), now, step) for k, v in (metrics or {}).items()]
-    items += [RunTag(k[:250], _text(v)[:8000]) for k, v in (tags or {}).items()]
+    items: list[Any] = [Param(mlflow_name(k), _text(v)[:6000]) for k, v in (params or {}).items()]
+    items += [Metric(mlflow_name(k), number, now, step) for k, v in (metrics or {}).items()
+              if (number := _number(v)) is not None]
+    items += [RunTag(mlflow_name(k), _text(v)[:8000]) for k, v in (tags or {}).items()]
     for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
-        chunk = items[start:start + 100]
-        client.log_batch(run_id, metrics=[i for i in chunk if isinstance(i, Metric)],
-                         params=[i for i in chunk if isinstance(i, Param)],
-                         tags=[i for i in chunk if isinstance(i, RunTag)])
+        _log_batch(client, run_id, items[start:start + 100])
 
 
 def _log_history(client: Any, run_id: str, name: str, values: list[float], at: int | None) -> None:
     from mlflow.entities import Metric
 
     now = at or int(time.time() * 1000)
-    items = [Metric(name[:250], float(v), now, i) for i, v in enumerate(values, start=1)]
+    items = [Metric(mlflow_name(name), number, now, i) for i, v in enumerate(values, start=1)
+             if (number := _number(v)) is not None]
     for start in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[start:start + 1000])
+        _log_batch(client, run_id, items[start:start + 1000])
+
+
+def _log_batch(client: Any, run_id: str, items: list[Any]) -> None:
+    """Log items in one call; when MLflow refuses the batch as invalid, each on its own, leaving out (with a
+    warning) the ones it refuses, so that one bad value cannot hold up the rest of the run's record for good."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
+
+    def batch(chunk: list[Any]) -> None:
+        client.log_batch(run_id, metrics=[i for i in chunk if isinstance(i, Metric)],
+                         params=[i for i in chunk if isinstance(i, Param)],
+                         tags=[i for i in chunk if isinstance(i, RunTag)])
+
+    try:
+        batch(items)
+    except MlflowException as exc:
+        if exc.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        for item in items:
+            try:
+                batch([item])
+            except MlflowException as one:
+                if one.error_code != "INVALID_PARAMETER_VALUE":
+                    raise
+                print(f"warning: MLflow refused {type(item).__name__.lower()} {item.key!r} of run {run_id}; "
+                      f"left out: {str(one.message).splitlines()[0][:200]}", file=sys.stderr)
+
+
+_NOT_IN_A_NAME = re.compile(r"[^/\w.\- :]")
+
+
+def mlflow_name(name: Any) -> str:
+    """name as MLflow accepts a param, metric or tag key: characters it refuses (like '@' in 'recall@top5')
+    become '_', and a name that reads as a path going elsewhere ('../x', 'a//b') is flattened."""
+    text = _NOT_IN_A_NAME.sub("_", str(name))[:250]
+    if posixpath.normpath(text) != text or text.startswith(("..", "/")) or text in ("", "."):
+        text = text.replace("/", "_")
+        text = "_" + text if text.startswith(".") or not text else text
+    return text
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _acquire(run_dir: Path, wait_s: float) -> int | None:

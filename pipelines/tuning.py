@@ -144,19 +144,6 @@ class Search:
         else:
             self._study.tell(trial, state=states.PRUNED if status == "Stopped" else states.FAIL)
 
-    def replay(self, trial: Trial) -> None:
-        """A trial finished by an earlier attempt of this step: counted, and learnt from, not re-run."""
-        self.asked += 1
-        if self.strategy == "grid":
-            self._seen.add(tuple(sorted(trial.hyperparameters.items())))
-            return
-        states = self._optuna.trial.TrialState
-        completed = trial.status == "Completed" and trial.objective is not None
-        self._study.add_trial(self._optuna.trial.create_trial(
-            params={item.name: trial.hyperparameters[item.name] for item in self.space},
-            distributions=self._distributions, value=trial.objective if completed else None,
-            state=states.COMPLETE if completed else states.PRUNED if trial.status == "Stopped" else states.FAIL))
-
 
 def _distribution(optuna: Any, item: Range) -> Any:
     log = item.scaling == "log"
@@ -213,38 +200,55 @@ def ranked(trials: list[Trial], maximize: bool) -> list[Trial]:
 
 def run_search(search: Search, parallel: int, run_trial: Callable[[Trial], Trial],
                finished: list[Trial], on_finished: Callable[[Trial], None]) -> list[Trial]:
-    """Keep up to `parallel` trials running until the search is done; `finished` holds trials reused from an
-    earlier attempt (numbered before the new ones). An exception in a trial (an interrupted run) stops the
-    search once the running trials end, and is raised."""
-    trials = list(finished)
-    number = max((t.number for t in trials), default=0)
-    running: dict[Future, tuple[Trial, dict[str, Any]]] = {}
+    """Keep up to `parallel` trials running until the search is done. Trial k is asked for once trials 1 to
+    k - parallel have ended, and the search hears of trials in number order: the same seed gives the same
+    trials whatever the timing, so a resumed search (`finished` holds trials an earlier attempt finished) asks
+    again for what it asked before, reuses each finished trial whose hyperparameters it asks for again, and
+    runs the rest. An exception in a trial (an interrupted run) stops the search once the running trials end,
+    and is raised."""
+    earlier = {t.number: t for t in finished}
+    results: dict[int, Trial] = {}
+    asked: dict[int, dict[str, Any]] = {}
+    told = number = 0
+    running: dict[Future, Trial] = {}
     failure: BaseException | None = None
+
+    def tell_up_to(last: int) -> bool:
+        nonlocal told
+        while told < last and told + 1 in results:
+            told += 1
+            search.tell(asked[told], results[told].status, results[told].objective)
+        return told >= last
+
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         while True:
-            while failure is None and len(running) < parallel:
+            while failure is None and len(running) < parallel and tell_up_to(number + 1 - parallel):
                 params = search.ask()
                 if params is None:
                     break
                 number += 1
+                asked[number] = params
+                reused = earlier.get(number)
+                if reused is not None and reused.hyperparameters == params:
+                    results[number] = reused
+                    continue
                 trial = Trial(number=number, hyperparameters=params)
-                running[pool.submit(run_trial, trial)] = (trial, params)
+                running[pool.submit(run_trial, trial)] = trial
             if not running:
                 break
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for future in done:
-                trial, params = running.pop(future)
+                trial = running.pop(future)
                 try:
                     result = future.result()
                 except BaseException as exc:  # noqa: BLE001 - re-raised once the others are done
                     failure = failure or exc
                     continue
-                search.tell(params, result.status, result.objective)
-                trials.append(result)
+                results[trial.number] = result
                 on_finished(result)
     if failure is not None:
         raise failure
-    return sorted(trials, key=lambda t: t.number)
+    return [results[n] for n in sorted(results)]
 
 
 def write_trials_table(folder: Path, trials: list[Trial], metric: str, tuned: list[str]) -> None:

@@ -30,7 +30,7 @@ from pipelines.step_api import CompileContext, LocalResult, StepContext
 from pipelines.tuning import (FINISHED, SCALING, STRATEGIES, EarlyStopper, Range, Search, Trial, best_trial,
                               cpus_per_trial, elapsed, finished_trials, grid_size, local_parallelism, logged_argv,
                               objective_values, run_search, write_trials_table)
-from steps.base import link_input
+from steps.base import stage_input
 from steps.training import TrainingStep, _hp_text, training_env
 
 OUTPUTS = ("model", "trials")
@@ -190,8 +190,6 @@ class TuningStep(TrainingStep):
         fingerprint = self._resume_key(ctx)
         finished = finished_trials(trials_dir, fingerprint, ctx.run_dir)
         search = Search(tuning.strategy, tuning.space(), tuning.maximize, tuning.max_jobs, tuning.random_seed)
-        for trial in finished:
-            search.replay(trial)
         parallel = min(local_parallelism(tuning.max_parallel_jobs), tuning.total_jobs())
         reused = f", {len(finished)} finished earlier and kept" if finished else ""
         ctx.log(f"[sagepipe] {tuning.strategy} search: {tuning.total_jobs()} trials, {parallel} at a time{reused}")
@@ -224,7 +222,7 @@ class TuningStep(TrainingStep):
         fresh_dir(folder, ctx.run_dir)
         channels = {name: folder / "input" / "data" / name for name in inputs}
         for name, source in inputs.items():
-            link_input(source, channels[name], ctx.run_dir)
+            stage_input(source, channels[name], ctx.run_dir)
         model_dir, output_dir, checkpoints = folder / "model", folder / "output" / "data", folder / "checkpoints"
         for path in (model_dir, output_dir, checkpoints):
             path.mkdir(parents=True)

@@ -145,15 +145,49 @@ def settled(data: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return data
 
 
+class UnreadableState(RunUnavailable, ValueError):
+    """A run's state.json that is not a run state (truncated, emptied, overwritten): exit 4, file left as it is."""
+
+
 def read_state(run_dir: Path) -> dict[str, Any]:
     """A run's recorded state, settled, with its steps in pipeline order (the file keeps keys sorted)."""
-    data = settled(json.loads((run_dir / "state.json").read_text()), run_dir)
+    path = run_dir / "state.json"
+    try:
+        data = json.loads(path.read_bytes().decode())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UnreadableState(_unreadable(run_dir, f"{type(exc).__name__}: {exc}"[:200])) from None
+    why = _not_a_state(data)
+    if why:
+        raise UnreadableState(_unreadable(run_dir, why))
+    data = settled(data, run_dir)
     steps = data.get("steps", {})
     order = [n for n in data.get("order") or [] if n in steps]
     if not order:  # a run recorded before the order was kept: the order its steps started in
         order = sorted(steps, key=lambda n: (steps[n].get("started_at") or float("inf"), n))
     data["steps"] = {name: steps[name] for name in order + sorted(set(steps) - set(order))}
     return data
+
+
+def _not_a_state(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    missing = [key for key in ("run_id", "pipeline", "status", "steps") if key not in data]
+    if missing:
+        return f"no {', '.join(missing)}"
+    steps = data["steps"]
+    if not isinstance(steps, dict) or not all(isinstance(s, dict) and "status" in s for s in steps.values()):
+        return "its steps are not a mapping of step records"
+    if not isinstance(data.get("params", {}), dict):
+        return "its params are not a mapping"
+    return None
+
+
+def _unreadable(run_dir: Path, why: str) -> str:
+    return (f"{run_dir / 'state.json'} is not a readable run state ({why}); run {run_dir.name} cannot be shown "
+            "or resumed. The file is left as it is: restore it, or start a new run (finished steps come from "
+            "the cache)")
 
 
 def list_runs(runs_root: Path) -> list[dict[str, Any]]:

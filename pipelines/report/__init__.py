@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.errors import ConfigError, NotFound, UsageError
+from pipelines.errors import ConfigError, NotFound, UsageError, UserError
 
 REPORT_NAME = "report.html"
 
@@ -56,6 +56,8 @@ def report_command(root: Path, run_id: str, output: str | None) -> int:
                        "`sagepipe runs list` shows them all")
     try:
         path = write_report(run_dir, None, Path(output) if output else None)
+    except UserError:
+        raise
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot write the report of run {run_id}: {exc}") from None
     print(f"report: {path.resolve()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from html import escape
 from pathlib import Path
@@ -132,9 +133,18 @@ def _plots(r: RunReport) -> str:
     return _section("plots", "Plots", f'<div class="plots">{"".join(figures)}</div>')
 
 
-def _confusion_table(cells: dict[str, Any], threshold: float | None) -> str:
+def _confusion_table(cells: Any, threshold: float | None) -> str:
+    if isinstance(cells, list) and len(cells) == 2 and all(isinstance(row, list) and len(row) == 2 for row in cells):
+        cells = {str(a): {str(p): cells[a][p] for p in (0, 1)} for a in (0, 1)}
+    if not isinstance(cells, dict):
+        return ""
+
     def cell(actual: str, predicted: str) -> str:
-        return f"{int((cells.get(actual) or {}).get(predicted, 0)):,}"
+        row = cells.get(actual)
+        value = row.get(predicted, 0) if isinstance(row, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return f"{int(value):,}"
+        return escape(str(value)) if value is not None else "—"
 
     at = f" at threshold {_short(threshold)}" if threshold is not None else ""
     return (f'<figure class="confusion"><table class="grid"><tr><th></th><th>predicted 0</th><th>predicted 1</th>'
@@ -191,13 +201,21 @@ def _params(r: RunReport) -> str:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "—"
+    if not math.isfinite(value):
+        return _not_finite(value)
     if value == int(value) and abs(value) >= 1:
         return f"{int(value):,}"
     return f"{value:.4f}" if abs(value) < 1 else f"{value:,.3f}"
 
 
 def _short(value: float) -> str:
+    if not math.isfinite(value):
+        return _not_finite(value)
     return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def _not_finite(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("∞" if value > 0 else "−∞")
 
 
 def _pm(metric: Metric) -> str:

@@ -129,6 +129,17 @@ def test_a_bad_join_and_split_rule_is_named(section: dict, expected: str, raw: d
     _clean_failure(done, f"expectation suite insurance-claims.yaml: {expected}")
 
 
+def test_a_repeated_column_name_is_named_not_a_pyarrow_keyerror(raw: dict, tmp_path: Path) -> None:
+    """A CSV header naming one column twice died in the data-quality checks with pyarrow's KeyError."""
+    claims = raw["claims"].copy()
+    repeated = claims.columns[1]
+    claims.columns = [claims.columns[0], repeated, repeated, *claims.columns[3:]]
+    done = run_preprocess(tmp_path, claims, raw["customers"])
+    _clean_failure(done, f"claims.csv: line 1: column name {repeated!r} appears twice (columns 2 and 3)",
+                   "give each column its own name")
+    assert _written_splits(tmp_path) == {}
+
+
 def _without_30_percent(customers: pd.DataFrame) -> pd.DataFrame:
     return customers.sample(frac=0.7, random_state=0).sort_index()
 

@@ -264,3 +264,25 @@ def test_report_as_chromium_draws_it(project: Path, home: Path, tmp_path: Path) 
     assert (0xff, 0xe1, 0xdf) in colours  # the failed step's fill
     assert (0xdc, 0xf5, 0xe3) in colours  # the succeeded steps' fill
     assert (200, 30, 160) in colours  # the plot, decoded from its data URI
+
+
+UNUSUAL_REPORTS = {
+    "not finite": ({"auc": {"value": float("nan"), "standard_deviation": float("inf")}, "f1": {"value": float("-inf")},
+                    "threshold": {"value": float("nan")},
+                    "confusion_matrix": {"0": {"0": float("nan"), "1": 2}, "1": {"0": 1, "1": 1}}}, ["NaN", "∞", "−∞"]),
+    "matrix as lists": ({"auc": {"value": 0.9}, "confusion_matrix": [[11, 12], [13, 14]]}, ["11", "14"]),
+    "cells not numbers": ({"auc": {"value": 0.9}, "confusion_matrix": {"0": {"0": "many"}, "1": None}}, ["many"]),
+    "odd labels": ({"auc": {"value": 0.9}, "confusion_matrix": {"a": {"b": 1e30}}}, ["0.9000"]),
+}
+
+
+@pytest.mark.parametrize("case", list(UNUSUAL_REPORTS))
+def test_unusual_metrics_still_give_a_report(tmp_path: Path, case: str) -> None:
+    """A NaN or infinite metric, or a confusion matrix of another shape, is shown as it is: the report is
+    still written (it raised ValueError or AttributeError, and no report was written)."""
+    report, expected = UNUSUAL_REPORTS[case]
+    state = {"run_id": "r1", "pipeline": "p", "env": "local", "status": "succeeded", "started_at": 1.7e9,
+             "steps": {"evaluate": {"status": "succeeded", "metrics": {"binary_classification_metrics": report}}}}
+    page = write_report(tmp_path / "r1", None, state=state).read_text()
+    for text in expected:
+        assert text in page

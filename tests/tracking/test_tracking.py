@@ -410,3 +410,59 @@ def test_a_file_attached_after_the_run_lands_on_the_parent_run(tmp_path: Path, h
     parent = client.get_run(record_status(state.path.parent)["parent_run_id"])
     assert {"report.html", "state.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert Path(client.download_artifacts(parent.info.run_id, "report.html")).read_text() == "<html>the run</html>"
+
+
+def test_odd_step_and_metric_names_reach_mlflow_and_stay_in_the_run_folder(tmp_path: Path) -> None:
+    """A step named '../../x' (an emulated definition can carry one) keeps its journal files in the run folder,
+    and metrics MLflow refuses by name ('recall@top5') or value ('n/a') no longer hold the run's record up for
+    good: the writer failed on that line for ever, and the step's files were written outside the state folder."""
+    from pipelines.tracking import MlflowTracker
+    from pipelines.tracking_journal import EVENTS, append_line, journal_dir
+    from pipelines.tracking_writer import JournalWriter
+
+    run_dir = tmp_path / "state" / "runs" / "r1"
+    steps = journal_dir(run_dir) / "steps"
+    steps.mkdir(parents=True)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "odd", spec=None, warn=print)
+    tracker.run_dir = run_dir
+    append_line(journal_dir(run_dir) / EVENTS, {"e": "start", "uri": uri, "experiment": "odd", "run_name": "odd-r1",
+                                                "tags": {"sagepipe.run_id": "r1", "sagepipe.kind": "pipeline"},
+                                                "params": {"a@b": 1}, "t": 1})
+    env = tracker.step_started("../../x'y", "processing")
+    for variable in ("SAGEPIPE_MLFLOW_JOURNAL", "SAGEPIPE_MLFLOW_RUN_FILE"):
+        assert Path(env[variable]).resolve().parent == steps.resolve()
+    append_line(Path(env["SAGEPIPE_MLFLOW_JOURNAL"]),
+                {"e": "metrics", "metrics": {"recall@top5": 0.5, "loss": float("nan"), "note": "n/a"}})
+    tracker.step_finished("../../x'y", {"status": "succeeded", "metrics": {"auc": {"value": float("inf")}}},
+                          {"top@k": 5}, run_dir / "log.txt")
+    append_line(journal_dir(run_dir) / EVENTS, {"e": "end", "status": "succeeded", "state": str(run_dir / "none"),
+                                                "metrics": {"recall@top5": 0.5}, "t": 2})
+    writer = JournalWriter(run_dir)
+    writer.apply_pending()
+    assert "error" not in writer.progress and writer.ended
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("odd")
+    (step,) = _runs(client, experiment.experiment_id, "tags.`sagepipe.kind` = 'step'")
+    assert step.data.metrics["recall_top5"] == 0.5 and step.data.params["top_k"] == "5"
+    assert step.data.metrics["auc"] > 1e308 and "note" not in step.data.metrics  # the SQL store keeps inf as max float
+    assert step.info.run_name == "../../x'y" and step.info.status == "FINISHED"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "state"]
+
+
+@pytest.mark.parametrize("name", ["recall@top5", "a//b", "../x", "./x", "x/", ".", "", "/abs", "ok name:1"])
+def test_a_job_logging_to_mlflow_directly_names_keys_as_the_writer_does(name: str) -> None:
+    """On SageMaker a job logs to MLflow itself (model_code/tracking.py): the same key MLflow accepts as the
+    local journal writer's, so one metric has one name on every backend (there, MLflow refused it and the
+    job's tracking went off for the rest of the step)."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    from pipelines.tracking_writer import mlflow_name
+
+    sys.path.insert(0, str(REPO / "model_code"))
+    try:
+        import tracking as job_tracking
+    finally:
+        sys.path.remove(str(REPO / "model_code"))
+    assert job_tracking._key(name) == mlflow_name(name)
+    _validate_metric_name(mlflow_name(name))

@@ -179,12 +179,49 @@ def test_random_and_bayesian_search_stay_in_range_and_repeat_with_a_seed(strateg
         assert params["c"] in ("u", "v")
 
 
-def test_replayed_trials_count_towards_max_jobs() -> None:
-    space = [Range("x", "continuous", 0.0, 1.0)]
-    search = Search("bayesian", space, maximize=True, max_jobs=3)
-    search.replay(Trial(1, {"x": 0.5}, "Completed", 0.9))
-    search.replay(Trial(2, {"x": 0.1}, "Failed"))
-    assert search.ask() is not None and search.ask() is None
+SPACE = [Range("x", "continuous", 0.0, 1.0), Range("n", "integer", 1, 20)]
+
+
+def _search_with(strategy: str, parallel: int, delays: dict[int, float], finished: list[Trial] = (),
+                 interrupt_at: int | None = None) -> tuple[list[Trial], list[int]]:
+    """A search over SPACE whose trial k takes delays[k] seconds; which trials ran (not reused)."""
+    import random
+    import threading
+
+    from pipelines.tuning import run_search
+
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def run_trial(trial: Trial) -> Trial:
+        with lock:
+            ran.append(trial.number)
+        time.sleep(delays.get(trial.number, random.uniform(0, 0.02)))
+        if trial.number == interrupt_at:
+            raise KeyboardInterrupt
+        trial.status, trial.objective = "Completed", -(trial.hyperparameters["x"] - 0.3) ** 2 - trial.hyperparameters["n"]
+        return trial
+
+    search = Search(strategy, SPACE, maximize=True, max_jobs=8, seed=7)
+    return run_search(search, parallel, run_trial, list(finished), lambda t: None), ran
+
+
+@pytest.mark.parametrize("strategy", ["bayesian", "random"])
+def test_a_seeded_search_asks_the_same_trials_whatever_the_timing_and_after_a_resume(strategy: str) -> None:
+    """Trial k is asked for once trials up to k - parallel have ended, told in order: the search no longer
+    depends on which trial finished first, and a resumed search (which replayed the finished trials into a
+    fresh sampler and then asked it afresh: its next trial repeated trial 1) asks what an uninterrupted one asks."""
+    fast_first, _ = _search_with(strategy, 2, {1: 0.0, 2: 0.3, 3: 0.0})
+    slow_first, _ = _search_with(strategy, 2, {1: 0.3, 2: 0.0, 3: 0.3})
+    hyperparameters = [t.hyperparameters for t in fast_first]
+    assert [t.hyperparameters for t in slow_first] == hyperparameters and len(hyperparameters) == 8
+    assert len({json.dumps(h, sort_keys=True) for h in hyperparameters}) == 8
+    with pytest.raises(KeyboardInterrupt):
+        _search_with(strategy, 2, {}, interrupt_at=5)
+    kept = [Trial(t.number, t.hyperparameters, t.status, t.objective) for t in fast_first if t.number in (1, 2, 3, 4, 6)]
+    resumed, ran = _search_with(strategy, 2, {}, finished=kept)
+    assert [t.hyperparameters for t in resumed] == hyperparameters and sorted(ran) == [5, 7, 8]
+    assert best_trial(resumed, True).hyperparameters == best_trial(fast_first, True).hyperparameters
 
 
 def test_objective_is_read_from_the_log_and_the_median_rule_stops_laggards() -> None:
@@ -335,6 +372,13 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_pat
     kept = len(list(home.glob(f"runs/{run_id}/tune/trials/*/trial.json")))
     runs = len((tmp_path / "p" / "trials.log").read_text().splitlines())
     assert kept == 5 and runs - before <= 5 - 2  # the trials finished before the interruption did not run again
+    whole = run_cli("run", str(config), "--json", "--no-cache", home=tmp_path / "home2", cwd=config.parents[1])
+    assert whole.returncode == 0, whole.stderr
+    uninterrupted = json.loads((tmp_path / "home2" / "runs" / json.loads(whole.stdout)["run_id"] / "tune" / "output"
+                                / "trials" / "trials.json").read_text())
+    assert [t["hyperparameters"] for t in trials] == [t["hyperparameters"] for t in uninterrupted]
+    assert best_trial([Trial.from_record(t) for t in trials], True).number == \
+        best_trial([Trial.from_record(t) for t in uninterrupted], True).number
 
 
 # --- SageMaker ------------------------------------------------------------------------------------
