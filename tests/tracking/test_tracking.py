@@ -447,7 +447,9 @@ def test_odd_step_and_metric_names_reach_mlflow_and_stay_in_the_run_folder(tmp_p
     assert step.data.metrics["recall_top5"] == 0.5 and step.data.params["top_k"] == "5"
     assert step.data.metrics["auc"] > 1e308 and "note" not in step.data.metrics  # the SQL store keeps inf as max float
     assert step.info.run_name == "../../x'y" and step.info.status == "FINISHED"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "state"]
+    assert {p.name for p in tmp_path.iterdir()} <= {"mlflow.db", ".mlflow.db.lock", "state"}  # the store's lock
+    assert sorted(p.name for p in steps.iterdir()) == sorted(Path(env[v]).name for v in ("SAGEPIPE_MLFLOW_JOURNAL",
+                                                                                     "SAGEPIPE_MLFLOW_RUN_FILE"))
 
 
 @pytest.mark.parametrize("name", ["recall@top5", "a//b", "../x", "./x", "x/", ".", "", "/abs", "ok name:1"])
