@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import fastload
-from common import write
+from common import example_model, write
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "model_code"))
@@ -43,15 +43,7 @@ def prepare(home: Path, rows: int) -> list[dict]:
     import pandas as pd
     from fraud_schema import RAW_FEATURES
 
-    env = {**os.environ, "SAGEPIPE_HOME": str(home)}
-    cli = [sys.executable, "-m", "pipelines.cli"]
-    done = subprocess.run([*cli, "run", "configs/fraud-detection.yaml", "--param", f"rows={rows}", "--param",
-                           "min_auc=0.5", "--json"], cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the example pipeline failed, nothing to serve:\n{done.stderr[-3000:]}")
-    run_id = json.loads(done.stdout)["run_id"]
-    subprocess.run([*cli, "models", "approve", "fraud-detection", "1"], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    run_id = example_model(home, f"rows={rows}", "min_auc=0.5")
     test = pd.read_parquet(home / "runs" / run_id / "preprocess" / "processing" / "output" / "test" / "test.parquet")
     return json.loads(test[RAW_FEATURES].to_json(orient="records"))
 

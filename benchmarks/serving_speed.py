@@ -22,7 +22,7 @@ from pathlib import Path
 
 import fastload
 import loadgen
-from common import write
+from common import example_model, write
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "model_code"))
@@ -31,15 +31,7 @@ from pipelines.netutil import free_port, wait_for_http  # noqa: E402
 
 def prepare(home: Path) -> dict:
     """Run the pipeline, approve its model; the test rows raw and encoded; the logged MLflow model."""
-    env = {**os.environ, "SAGEPIPE_HOME": str(home)}
-    cli = [sys.executable, "-m", "pipelines.cli"]
-    done = subprocess.run([*cli, "run", "configs/fraud-detection.yaml", "--json"], cwd=REPO, env=env,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the example pipeline failed, nothing to serve:\n{done.stderr[-3000:]}")
-    run_id = json.loads(done.stdout)["run_id"]
-    subprocess.run([*cli, "models", "approve", "fraud-detection", "1"], cwd=REPO, env=env, check=True,
-                   capture_output=True)
+    run_id = example_model(home)
     import features
     import pandas as pd
     from mlflow.tracking import MlflowClient

@@ -145,17 +145,12 @@ def open_client(uri: str, lock: Callable[[], ContextManager[None]], make: Callab
     if view is None:
         return Guarded(make(), None)
     view.check()  # a damaged file is reported before MLflow opens it
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            with lock():
-                return Guarded(make(), view)
-        except Exception as exc:
-            if is_damage(exc):
-                raise view.damaged(exc) from None
-            if attempt == ATTEMPTS or not _creation_race(exc):
-                raise
-            time.sleep(0.25 * attempt)
-    raise AssertionError("not reached")
+
+    def make_locked() -> Any:
+        with lock():
+            return Guarded(make(), view)
+
+    return _retrying(make_locked, view, _creation_race)
 
 
 class Guarded:
@@ -170,18 +165,24 @@ class Guarded:
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            for attempt in range(1, ATTEMPTS + 1):
-                try:
-                    return value(*args, **kwargs)
-                except Exception as exc:
-                    if is_damage(exc):
-                        raise view.damaged(exc) from None
-                    if attempt == ATTEMPTS or not _busy(exc):
-                        raise
-                    time.sleep(0.25 * attempt)
-            raise AssertionError("not reached")
+            return _retrying(lambda: value(*args, **kwargs), view, _busy)
 
         return call
+
+
+def _retrying(action: Callable[[], Any], view: SqliteView, retry_if: Callable[[BaseException], bool]) -> Any:
+    """action(), tried again (up to ATTEMPTS, backing off) while retry_if says the failure passes; a damaged
+    SQLite file is reported as StoreDamaged at once."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if is_damage(exc):
+                raise view.damaged(exc) from None
+            if attempt == ATTEMPTS or not retry_if(exc):
+                raise
+            time.sleep(0.25 * attempt)
+    raise AssertionError("not reached")
 
 
 def _busy(exc: BaseException) -> bool:
