@@ -27,8 +27,10 @@ setup: $(STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/sagepipe run configs/fraud-detection.yaml
 
+# Two processes (pytest-xdist) by test module: a module's shared fixtures are built once, in one worker.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 loadtest: $(STAMP)
 	$(BIN)/python loadtest/run.py

@@ -131,6 +131,8 @@ def deploy(package: dict[str, Any], registry: Any, state_root: Path, trigger: st
     """Run the deploy steps for this group in the pipeline (and env) that registered the version."""
     from pipelines.errors import ConfigError
     from pipelines.loader import load_pipeline
+    from pipelines.local.services import LocalServing
+    from pipelines.step_api import deploy_steps
 
     lineage = package.get("lineage") or {}
     config = lineage.get("config")
@@ -140,7 +142,8 @@ def deploy(package: dict[str, Any], registry: Any, state_root: Path, trigger: st
         spec = load_pipeline(config, lineage.get("env", "local"))
     except ConfigError as exc:
         return [f"no deployment: {config} no longer loads ({exc.problems[0] if exc.problems else exc})"]
-    targets = [s for s in spec.steps if s.deployed_group() == package["group"]]
+    targets = [step for step in deploy_steps(spec) if step.deployed_group() == package["group"]]
     if not targets:
         return [f"no deploy step for {package['group']} in {config}"]
-    return [step.deploy_approved(package, registry, state_root, trigger) for step in targets]
+    serving = LocalServing(state_root)
+    return [step.deploy_approved(package, registry, serving, trigger) for step in targets]

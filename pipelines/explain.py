@@ -7,6 +7,8 @@ from typing import Any
 
 from pipelines.local.progress import last_lines, readable
 from pipelines.local.resume import used_params
+from pipelines.report.gate import decision_words, recorded_decision
+from pipelines.values import value_text
 
 DONE_OK = {"succeeded", "cached"}
 
@@ -36,19 +38,34 @@ def explain(state: Any, stream: Any, spec: Any = None) -> None:
 
 
 def gate_failure(spec: Any, data: dict[str, Any]) -> dict[str, Any] | None:
-    """A failed fail step reached through a condition that decided: that gate, its values, its parameters."""
+    """A failed fail step reached through a gate that decided: that gate, its decision in words, its parameters
+    (all from the decision the run recorded; a run recorded before decisions were kept: from the spec)."""
     steps = data["steps"]
-    for condition in spec.steps:
-        if condition.type != "condition" or steps.get(condition.name, {}).get("status") not in DONE_OK:
+    for gate in spec.steps:
+        record = steps.get(gate.name, {})
+        decision = recorded_decision(record)
+        branches = (decision or {}).get("branches") or gate.branch_targets()
+        if record.get("status") not in DONE_OK or not branches:
             continue
-        for branch in condition.branch_targets().values():
-            for target in branch:
-                if steps.get(target, {}).get("status") == "failed" and spec.step(target).type == "fail":
-                    return {"condition": condition.name, "fail_step": target,
-                            "decision": steps[condition.name].get("note", ""),
-                            "message": steps[target].get("error", ""),
-                            "params": {p: spec.param_values.get(p) for p in used_params(condition)}}
+        for target in (t for branch in branches.values() for t in branch):
+            if steps.get(target, {}).get("status") == "failed" and _is_fail(spec, target):
+                params = _params(decision) if decision else used_params(gate)
+                values = {**spec.param_values, **(data.get("params") or {})}
+                return {"condition": gate.name, "fail_step": target,
+                        "decision": (decision_words(decision) if decision else "") or record.get("note", ""),
+                        "message": steps[target].get("error", ""), "params": {p: values.get(p) for p in params}}
     return None
+
+
+def _is_fail(spec: Any, name: str) -> bool:
+    """A `fail` step (or an emulated FailStep): its failure is the gate's decision, not a fault."""
+    return any(s.name == name and str(s.type).split(":")[-1].lower() == "fail" for s in spec.steps)
+
+
+def _params(decision: dict[str, Any]) -> list[str]:
+    """The pipeline parameters a decision compared, in the order it compared them."""
+    sources = [str(c.get(side) or "") for c in decision.get("conditions") or [] for side in ("left_from", "right_from")]
+    return list(dict.fromkeys(s[len("parameter "):] for s in sources if s.startswith("parameter ")))
 
 
 def next_steps(state: Any, spec: Any, gate: dict[str, Any] | None) -> list[str]:
@@ -56,6 +73,9 @@ def next_steps(state: Any, spec: Any, gate: dict[str, Any] | None) -> list[str]:
     data = state.data
     run_id, status = data["run_id"], data["status"]
     if data.get("execution_arn"):
+        if gate:
+            return [f"\nthe model did not pass the gate '{gate['condition']}': {gate['decision']}",
+                    f"  {gate['fail_step']}: {readable(gate['message'])}"]
         if status == "failed":
             return ["\nfix the problem, then run `sagepipe emulate` again (cached jobs are reused)"]
         return []
@@ -65,7 +85,8 @@ def next_steps(state: Any, spec: Any, gate: dict[str, Any] | None) -> list[str]:
         lines = [f"\nthe model did not pass the gate '{gate['condition']}': {gate['decision']}",
                  f"  {gate['fail_step']}: {readable(gate['message'])}", "what to change:"]
         for name, value in gate["params"].items():
-            lines.append(f"  the gate itself:  sagepipe resume {run_id} --param {name}=VALUE   (now {_text(value)})")
+            lines.append(f"  the gate itself:  sagepipe resume {run_id} --param {name}=VALUE   "
+                         f"(now {value_text(value)})")
         lines.append(f"  or the model (features, hyperparameters, data), then a new run: "
                      f"sagepipe run {data['config']}")
         return lines
@@ -91,8 +112,3 @@ def registered(state: Any) -> list[tuple[str, str, str]]:
     """(group, version, approval status) of each model version a register step of this run recorded."""
     return [(done["group"], str(done["version"]), done["status"]) for step in state.data["steps"].values()
             if step["status"] in DONE_OK and (done := step.get("registered"))]
-
-
-def _text(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
-

@@ -103,7 +103,7 @@ def _node_id(name: str) -> str:
 
 
 def _mermaid_classes(overlay: dict[str, Any]) -> list[str]:
-    from pipelines.report.status import STYLES
+    from pipelines.status import STYLES
 
     lines = []
     for cls in sorted({o.status for o in overlay.values()}):
@@ -118,7 +118,7 @@ def _mermaid_classes(overlay: dict[str, Any]) -> list[str]:
 def _dot_style(outcome: Any) -> str:
     if outcome is None:
         return ""
-    from pipelines.report.status import STYLES
+    from pipelines.status import STYLES
 
     fill, stroke, text, _ = STYLES[outcome.status]
     style = "rounded,filled,dashed" if outcome.status in ("skipped", "not-run") else "rounded,filled"

@@ -13,6 +13,7 @@ from pipelines.input_names import check_input_names
 from pipelines.pydantic_errors import problems_from
 from pipelines.refs import ParamRef, RefSyntaxError, parse_ref, parse_value, refs_in
 from pipelines.spec import Defaults, EnvSettings, Parameter, PipelineSpec, check_param_value, parse_param_text
+from pipelines.values import split_param
 from pipelines.yamlsource import SourceMap, format_path, load_yaml
 
 TOP_KEYS = ("name", "description", "parameters", "defaults", "steps")
@@ -223,8 +224,8 @@ def _param_values(parameters: dict[str, Parameter], overrides: Iterable[str], sh
                   problems: list[Problem]) -> dict[str, Any]:
     values = {name: p.default for name, p in parameters.items()}
     for text in overrides:
-        name, sep, value = text.partition("=")
-        if not sep:
+        name, value = split_param(text) or ("", "")
+        if not name:
             problems.append(Problem(shown, None, "--param", f"'{text}' should look like key=value"))
         elif name not in parameters:
             problems.append(Problem(shown, None, "--param",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipelines.fsutil import atomic_write_bytes, remove_path
-from pipelines.sagemaker.artifacts import reproducible_targz
+from pipelines.archives import reproducible_targz
 
 ARCHIVE = "model.tar.gz"
 

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
+from pipelines.values import value_text
+
 _REF = re.compile(r"\$\{([^}]*)\}")
 _NAME = r"[A-Za-z_][A-Za-z0-9_-]*"
 
@@ -129,6 +131,4 @@ def resolve(value: Any, lookup: Callable[[Ref], Any]) -> Any:
 
 
 def _as_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return value_text(value)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipelines.values import value_text
+
 if TYPE_CHECKING:
     from pipelines.step_api import Step
 
@@ -78,7 +80,7 @@ class Cache(Strict):
     @field_validator("expire_after")
     @classmethod
     def _a_duration(cls, value: str) -> str:
-        from pipelines.local.cache import duration_seconds
+        from pipelines.values import duration_seconds
 
         duration_seconds(value)  # its ValueError names the forms it takes
         return value
@@ -153,21 +155,9 @@ def check_param_value(param: Parameter, value: Any) -> Any:
 
 def parse_param_text(param: Parameter, text: str) -> Any:
     """Turn `--param key=text` into a typed value, or raise ValueError saying why not."""
-    try:
-        if param.type == "integer":
-            value: Any = int(text)
-        elif param.type == "float":
-            value = float(text)
-        elif param.type == "boolean":
-            lowered = text.strip().lower()
-            if lowered not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError
-            value = lowered in {"true", "1", "yes"}
-        else:
-            value = text
-    except ValueError:
-        raise ValueError(f"{text!r} is not a {param.type}") from None
-    return check_param_value(param, value)
+    from pipelines.values import parse_param
+
+    return check_param_value(param, parse_param(param.type, text))
 
 
 class StepSpec(Strict):
@@ -232,8 +222,7 @@ class SageMakerSettings(Strict):
     @classmethod
     def _tag_text(cls, value: Any) -> Any:
         if isinstance(value, dict):  # `stage: 1` or `shared: true` in YAML is the tag's text
-            return {k: ("true" if v is True else "false" if v is False else str(v))
-                    if isinstance(v, (int, float)) else v for k, v in value.items()}
+            return {k: value_text(v) if isinstance(v, (int, float)) else v for k, v in value.items()}
         return value
 
     @field_validator("tags")

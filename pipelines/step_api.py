@@ -12,9 +12,9 @@ from __future__ import annotations
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol, TypeVar
+from typing import Any, Callable, ClassVar, ContextManager, Protocol, TypeVar
 
-from pipelines.errors import ConfigError, Problem
+from pipelines.errors import ConfigError, Problem, StepFailed
 from pipelines.refs import Ref, refs_in
 from pipelines.spec import Cache, Defaults, FrameworkImage, PipelineSpec, Resources, Retry, StepSpec
 
@@ -29,10 +29,114 @@ class LocalResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     skip: list[str] = field(default_factory=list)
-    note: str = ""
-    registered: dict[str, Any] | None = None  # {group, version, status} of a register step
+    note: str = ""  # for people only: nothing reads it back
+    decision: dict[str, Any] | None = None  # a branching step's decision: see `decision_record`
+    registered: dict[str, Any] | None = None  # a registering step's version: see `registered_record`
     cached_from: str | None = None  # the earlier run or execution whose result a backend's own cache reused
-    emulated: dict[str, Any] | None = None  # an emulated definition step: its Type, properties, branch decision
+    emulated: dict[str, Any] | None = None  # an emulated definition step: its Type and properties
+
+
+def decision_record(outcome: bool, conditions: list[dict[str, Any]], expression: Any,
+                    branches: dict[str, list[str]]) -> dict[str, Any]:
+    """What a gate decided, as the run's state keeps it (the same keys locally and under emulate).
+
+    conditions: each comparison made, `{op, left, right, holds, left_from, right_from}` with the values compared
+    and where they came from in words ('evaluate report: <json path>', 'parameter <name>', '' for a literal);
+    expression: how they combine, an index into conditions or `{"and"|"or"|"not": [expression, ...]}`;
+    branches: the steps of each branch, `{"if_true": [...], "if_false": [...]}`."""
+    return {"outcome": outcome, "branch": "if_true" if outcome else "if_false", "conditions": conditions,
+            "expression": expression, "branches": {k: list(v) for k, v in branches.items()}}
+
+
+def registered_record(group: str, version: int, status: str, new: bool) -> dict[str, Any]:
+    """A model version a step registered (new: False when an identical model was already that version)."""
+    return {"group": group, "version": int(version), "status": status, "new": new}
+
+
+# --- what the runner lends a step (pipelines/local/services.py builds them, once per run) -------------
+class ModelRegistry(Protocol):
+    """The model registry as a step uses it (pipelines/registry/base.py's Registry is one)."""
+
+    def groups(self) -> list[str]: ...
+    def show(self, group: str, version: int) -> dict[str, Any]: ...
+    def latest(self, group: str, status: str | None = None) -> dict[str, Any] | None: ...
+    def approved(self, group: str) -> dict[str, Any] | None: ...
+    def identical(self, group: str, model_hash: str) -> dict[str, Any] | None: ...
+    def register(self, group: str, model: Path, metrics: dict[str, Any], status: str,
+                 lineage: dict[str, Any], run_id: str | None = None) -> tuple[dict[str, Any], bool]: ...
+    def model_path(self, package: dict[str, Any]) -> Path: ...
+    def locked(self, group: str) -> ContextManager[None]: ...
+
+
+class StepTracker(Protocol):
+    """Where a step that works in the runner's own process (register, tuning) records itself: its MLflow run and
+    nested runs under it. Tracking never fails a step: these methods do not raise."""
+
+    def run_id(self) -> str | None:
+        """The step's own MLflow run (waited for while tracking creates it); None when tracking is off."""
+        ...
+
+    def git_commit(self) -> str | None:
+        """The repository's commit, for lineage; None outside git."""
+        ...
+
+    def start_child(self, name: str, tags: dict[str, str]) -> str | None:
+        """A nested run under the step's run (a tuning trial, say); its id, or None when it cannot be made."""
+        ...
+
+    def finish_child(self, run_id: str, status: str, params: dict[str, Any], metrics: dict[str, float],
+                     tags: dict[str, str], files: dict[str, Path]) -> None:
+        """Log a nested run's params, metrics, tags and files (artifact folder -> file) and end it with status
+        (Completed, Stopped or Failed)."""
+        ...
+
+
+class Serving(Protocol):
+    """The local endpoints and batch scoring, as a deploying or scoring step uses them."""
+
+    def switch_endpoint(self, endpoint: str, package: dict[str, Any], registry: ModelRegistry,
+                        trigger: str) -> Path:
+        """Point a local endpoint at one registered version (a running server follows); its record."""
+        ...
+
+    def ensure_server(self, record: Path, port: int, workers: int) -> str:
+        """Start a server for the endpoint unless one runs; what was done, in words."""
+        ...
+
+    def scoring_command(self, model: Path, source: Path, target: Path, threshold: float,
+                        chunk_rows: int) -> tuple[list[str], dict[str, str]]:
+        """The process (argv, extra environment) that scores one file with a model's own inference handlers."""
+        ...
+
+
+class StepServices(Protocol):
+    """The services of one step execution."""
+
+    @property
+    def registry(self) -> ModelRegistry: ...
+    @property
+    def tracker(self) -> StepTracker: ...
+    @property
+    def serving(self) -> Serving: ...
+
+
+class NoServices:
+    """The services of a context that lends none: using one is a step failure that says so."""
+
+    def _missing(self, what: str) -> StepFailed:
+        return StepFailed(f"no {what} in this context (the local runner lends one to each step)")
+
+    @property
+    def registry(self) -> ModelRegistry:
+        raise self._missing("model registry")
+
+    @property
+    def tracker(self) -> StepTracker:
+        raise self._missing("tracker")
+
+    @property
+    def serving(self) -> Serving:
+        raise self._missing("local serving")
 
 
 @dataclass
@@ -50,6 +154,7 @@ class StepContext:
     step_record: Callable[[str], dict[str, Any]] = lambda name: {}
     tracking_env: dict[str, str] = field(default_factory=dict)
     inputs: dict[str, Path] = field(default_factory=dict)  # staged inputs of a script step, by name
+    services: StepServices = field(default_factory=NoServices)
 
     @property
     def run_dir(self) -> Path:
@@ -161,22 +266,32 @@ class Step(StepSpec):
         """The SDK property of this step's compiled form that holds output `output` (its S3 URI)."""
         raise self.config_error("outputs", f"step '{self.name}' ({self.type}) has no outputs on SageMaker")
 
-    # --- deployment -----------------------------------------------------------------------------
-    def deployed_group(self) -> str | None:
-        """The model package group this step puts behind an endpoint, for a deploying step."""
-        return None
-
-    def endpoint_request(self, pipeline: PipelineSpec, model_package_arn: str) -> dict[str, str] | None:
-        """CloudFormation parameters of infra/endpoint.yaml serving one version, for a deploying step."""
-        return None
-
-    def deploy_approved(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
-        """Serve an approved version locally (for a deploying step of its group); what was done, in words."""
-        raise NotImplementedError(f"step '{self.name}' ({self.type}) deploys nothing")
-
     # --- errors ---------------------------------------------------------------------------------
     def config_error(self, field_path: str, message: str) -> ConfigError:
         """A config error at `steps.<this>.<field_path>`, for what only compile can tell (the compiler adds the
         file)."""
         path = ".".join(p for p in ("steps", self.name, field_path) if p)
         return ConfigError([Problem("", None, path, message)])
+
+
+class Deploys(Step):
+    """A step type that puts a model group's approved versions behind an endpoint: what approvals
+    (pipelines/approvals.py) and `sagepipe endpoint-params` ask of it."""
+
+    @abstractmethod
+    def deployed_group(self) -> str:
+        """The model package group this step puts behind an endpoint."""
+
+    @abstractmethod
+    def endpoint_request(self, pipeline: PipelineSpec, model_package_arn: str) -> dict[str, str]:
+        """CloudFormation parameters of infra/endpoint.yaml serving one version."""
+
+    @abstractmethod
+    def deploy_approved(self, package: dict[str, Any], registry: ModelRegistry, serving: Serving,
+                        trigger: str) -> str:
+        """Serve an approved version of its group locally; what was done, in words."""
+
+
+def deploy_steps(spec: PipelineSpec) -> list[Deploys]:
+    """The pipeline's deploying steps, in pipeline order."""
+    return [step for step in spec.steps if isinstance(step, Deploys)]

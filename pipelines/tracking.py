@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from pipelines.fsutil import hash_json, hash_path
 from pipelines.netutil import unreachable
+from pipelines.values import bool_text, value_text
 
 # MLflow's HTTP client retries for minutes by default; a pipeline should not hang on a dead server.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
@@ -187,7 +188,7 @@ class MlflowTracker(NullTracker):
         if self.run_dir is None or key is None:
             return
         status = record.get("status")
-        tags = {"sagepipe.status": str(status), "sagepipe.cached": str(status == "cached").lower()}
+        tags = {"sagepipe.status": str(status), "sagepipe.cached": bool_text(status == "cached")}
         for field in ("note", "error", "cache_key"):
             if record.get(field):
                 tags[f"sagepipe.{field}"] = str(record[field])[:5000]
@@ -255,7 +256,7 @@ class MlflowTracker(NullTracker):
 def headline_record(spec: Any, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """What the parent run shows to sort and compare runs by: the evaluation reports' metrics (prefixed with
     the step name when there are several) and, as tags (params cannot change on a resume), the model version
-    a register step registered."""
+    a register step registered and the gate's decision, as the run's state records them."""
     metrics: dict[str, float] = {}
     tags: dict[str, str] = {}
     steps = {s.name: s for s in spec.steps}
@@ -264,12 +265,15 @@ def headline_record(spec: Any, data: dict[str, Any]) -> dict[str, dict[str, Any]
     for name in evaluated:
         for key, value in report_metrics(data["steps"][name]["metrics"]).items():
             metrics[key if len(evaluated) == 1 else f"{name}.{key}"] = value
-    for record in data["steps"].values():
+    for name, record in data["steps"].items():
         done = record.get("registered") if record.get("status") == "succeeded" else None
         if done:
             group, version = done["group"], str(done["version"])
             tags.update({"sagepipe.registered_model": group, "sagepipe.registered_version": version,
                          "sagepipe.registered": f"{group} version {version}"})
+        decision = record.get("decision")
+        if isinstance(decision, dict) and "outcome" in decision and "sagepipe.gate" not in tags:
+            tags.update({"sagepipe.gate": name, "sagepipe.gate_passed": bool_text(bool(decision["outcome"]))})
     return {"metrics": metrics, "tags": tags}
 
 
@@ -310,15 +314,9 @@ def _log(client: Any, run_id: str, params: dict[str, Any] | None = None,
     client.log_batch(
         run_id,
         metrics=[Metric(k[:250], v, now, 0) for k, v in (metrics or {}).items()],
-        params=[Param(k[:250], _text(v)[:6000]) for k, v in (params or {}).items()],
-        tags=[RunTag(k[:250], _text(v)[:8000]) for k, v in (tags or {}).items()],
+        params=[Param(k[:250], value_text(v)[:6000]) for k, v in (params or {}).items()],
+        tags=[RunTag(k[:250], value_text(v)[:8000]) for k, v in (tags or {}).items()],
     )
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
 
 
 def open_tracker(spec: Any, state_root: Path, warn: Callable[[str], None] | None = None) -> NullTracker:

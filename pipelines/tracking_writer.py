@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from pipelines.local.state import is_locked
 from pipelines.tracking_journal import EVENTS, WRITER_LOCK, journal_dir, read_progress, unwritten, write_progress
+from pipelines.values import value_text
 
 STATUS = {"succeeded": "FINISHED", "cached": "FINISHED", "interrupted": "KILLED"}
 END_GRACE_S = 5.0  # after the command lets go of the run, how long its last event may take to arrive
@@ -94,7 +95,7 @@ class JournalWriter:
                                             tags=tags, start_time=event["t"]).info.run_id
         self.progress["parent"] = parent
         self._save()
-        _log(client, parent, params=event.get("params"))
+        log_values(client, parent, params=event.get("params"))
 
     def _step_start(self, event: dict[str, Any]) -> None:
         client, key = self._connect(), event["key"]
@@ -117,14 +118,14 @@ class JournalWriter:
         if run_id is None:
             return
         self._drain_step(key)
-        _log(client, run_id, params=event.get("params"), metrics=event.get("metrics"), tags=event.get("tags"))
+        log_values(client, run_id, params=event.get("params"), metrics=event.get("metrics"), tags=event.get("tags"))
         if event.get("log") and Path(event["log"]).exists():
             client.log_artifact(run_id, event["log"], "logs")
         client.set_terminated(run_id, STATUS.get(event["status"], "FAILED"), end_time=event["t"])
 
     def _end(self, event: dict[str, Any]) -> None:
         client, parent = self._connect(), self.progress["parent"]
-        _log(client, parent, params=event.get("params"), metrics=event.get("metrics"), tags=event.get("tags"))
+        log_values(client, parent, params=event.get("params"), metrics=event.get("metrics"), tags=event.get("tags"))
         if Path(event["state"]).exists():
             client.log_artifact(parent, event["state"])
         client.set_terminated(parent, STATUS.get(event["status"], "FAILED"), end_time=event["t"])
@@ -139,9 +140,9 @@ class JournalWriter:
             client = self._connect()
             kind = line["e"]
             if kind == "params":
-                _log(client, run_id, params=line["params"])
+                log_values(client, run_id, params=line["params"])
             elif kind == "metrics":
-                _log(client, run_id, metrics=line["metrics"], step=line.get("step", 0), at=line.get("t"))
+                log_values(client, run_id, metrics=line["metrics"], step=line.get("step", 0), at=line.get("t"))
             elif kind == "history":
                 _log_history(client, run_id, line["name"], line["values"], line.get("t"))
             elif kind == "artifacts" and Path(line["path"]).exists():
@@ -196,17 +197,17 @@ def _first_uri(events: Path) -> str | None:
     return None
 
 
-def _log(client: Any, run_id: str, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-         tags: dict[str, str] | None = None, step: int = 0, at: int | None = None) -> None:
+def log_values(client: Any, run_id: str, params: dict[str, Any] | None = None,
+               metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None, step: int = 0,
+               at: int | None = None) -> None:
+    """Log params, metrics and tags to a run, named as MLflow accepts them, leaving out what MLflow refuses."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from pipelines.tracking import _text
-
     now = at or int(time.time() * 1000)
-    items: list[Any] = [Param(mlflow_name(k), _text(v)[:6000]) for k, v in (params or {}).items()]
+    items: list[Any] = [Param(mlflow_name(k), value_text(v)[:6000]) for k, v in (params or {}).items()]
     items += [Metric(mlflow_name(k), number, now, step) for k, v in (metrics or {}).items()
               if (number := _number(v)) is not None]
-    items += [RunTag(mlflow_name(k), _text(v)[:8000]) for k, v in (tags or {}).items()]
+    items += [RunTag(mlflow_name(k), value_text(v)[:8000]) for k, v in (tags or {}).items()]
     for start in range(0, len(items), 100):  # log_batch takes at most 100 params per call
         _log_batch(client, run_id, items[start:start + 100])
 

@@ -9,8 +9,9 @@ from typing import Any, Callable, Literal, Union
 from pydantic import field_validator
 
 from pipelines.errors import StepFailed
-from pipelines.refs import Ref, refs_in
-from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
+from pipelines.refs import MetricRef, ParamRef, Ref, refs_in
+from pipelines.step_api import CompileContext, LocalResult, Step, StepContext, decision_record
+from pipelines.values import bool_text
 
 COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
@@ -64,18 +65,34 @@ def parse_expr(raw: Any) -> Expr:
 
 def evaluate(expr: Expr, resolve: Callable[[Any], Any]) -> bool:
     """Evaluate an expression after resolving its references."""
+    return compare(expr, resolve, [])[0]
+
+
+def compare(expr: Expr, resolve: Callable[[Any], Any], made: list[dict[str, Any]]) -> tuple[bool, Any]:
+    """Whether expr holds, and its shape for the run's record (see step_api.decision_record): each comparison
+    is added to made, with the values compared and where they came from."""
     if isinstance(expr, Comparison):
         left, right = resolve(expr.left), resolve(expr.right)
         try:
-            return bool(COMPARISONS[expr.op](left, right))
+            holds = bool(COMPARISONS[expr.op](left, right))
         except TypeError:
             raise StepFailed(f"cannot compare {left!r} {expr.op} {right!r}") from None
-    results = [evaluate(operand, resolve) for operand in expr.operands]
-    if expr.op == "and":
-        return all(results)
-    if expr.op == "or":
-        return any(results)
-    return not results[0]
+        made.append({"op": expr.op, "left": left, "right": right, "holds": holds,
+                     "left_from": source(expr.left), "right_from": source(expr.right)})
+        return holds, len(made) - 1
+    parts = [compare(operand, resolve, made) for operand in expr.operands]
+    results = [holds for holds, _ in parts]
+    holds = all(results) if expr.op == "and" else any(results) if expr.op == "or" else not results[0]
+    return holds, {expr.op: [shape for _, shape in parts]}
+
+
+def source(value: Any) -> str:
+    """Where a compared value comes from, in words: 'evaluate report: <json path>', 'parameter <name>', or ''."""
+    if isinstance(value, MetricRef):
+        return f"{value.step} report: {value.key}"
+    if isinstance(value, ParamRef):
+        return f"parameter {value.name}"
+    return ""
 
 
 def describe(expr: Expr, resolve: Callable[[Any], Any] | None = None) -> str:
@@ -119,10 +136,11 @@ class ConditionStep(Step):
         return {"if_true": self.if_true, "if_false": self.if_false}
 
     def run_local(self, ctx: StepContext) -> LocalResult:
-        holds = evaluate(self.condition, ctx.resolve)
+        made: list[dict[str, Any]] = []
+        holds, shape = compare(self.condition, ctx.resolve, made)
         shown = describe(self.condition, ctx.resolve)
-        return LocalResult(skip=self.if_false if holds else self.if_true,
-                           note=f"{shown} is {'true' if holds else 'false'}")
+        return LocalResult(skip=self.if_false if holds else self.if_true, note=f"{shown} is {bool_text(holds)}",
+                           decision=decision_record(holds, made, shape, self.branch_targets()))
 
     def compile_sagemaker(self, cc: CompileContext) -> Any:
         """A ConditionStep: parameters as they are, report values through JsonGet on the evaluation step's

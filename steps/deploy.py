@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipelines.errors import StepFailed
-from pipelines.registry import RegistryError, open_registry
+from pipelines.errors import RegistryError, StepFailed
 from pipelines.spec import PipelineSpec, Resources, Strict
-from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
+from pipelines.step_api import CompileContext, Deploys, LocalResult, ModelRegistry, Serving, StepContext
+from pipelines.values import bool_text, value_text
 
 
 class Autoscaling(Strict):
@@ -74,7 +73,7 @@ class LocalServing(Strict):
     workers: int = Field(2, ge=1, le=64)
 
 
-class DeployStep(Step):
+class DeployStep(Deploys):
     """Deploys the newest Approved version; a Pending one waits for a person's approval.
 
     The choice of version and the switch of the endpoint record happen under the group's lock, the lock every
@@ -93,38 +92,38 @@ class DeployStep(Step):
     def settled_resources(self) -> Resources:
         return self.resources or Resources()
 
-    def deployed_group(self) -> str | None:
+    def deployed_group(self) -> str:
         return self.model_group
 
     def run_local(self, ctx: StepContext) -> LocalResult:
         if not self.enabled:
             return LocalResult(note="deployment disabled in this environment")
-        registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
         waiting = LocalResult(note=f"no approved version of {self.model_group} yet; deployment waits for an approval")
         try:
+            registry = ctx.services.registry
             if self.model_group not in registry.groups():
                 return waiting
             with registry.locked(self.model_group):  # no decision between choosing the version and switching to it
                 approved = registry.latest(self.model_group, "Approved")
                 if approved is None:
                     return waiting
-                return LocalResult(note=self.deploy_version(approved, registry, ctx.state_root,
+                return LocalResult(note=self.deploy_version(approved, registry, ctx.services.serving,
                                                             f"pipeline run {ctx.run_id}"))
         except RegistryError as exc:
             raise StepFailed(str(exc)) from None
 
-    def deploy_approved(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
+    def deploy_approved(self, package: dict[str, Any], registry: ModelRegistry, serving: Serving,
+                        trigger: str) -> str:
         if not self.enabled:
             return f"{self.name}: deployment disabled in this environment"
-        return self.deploy_version(package, registry, state_root, trigger)
+        return self.deploy_version(package, registry, serving, trigger)
 
-    def deploy_version(self, package: dict[str, Any], registry: Any, state_root: Path, trigger: str) -> str:
+    def deploy_version(self, package: dict[str, Any], registry: ModelRegistry, serving: Serving,
+                       trigger: str) -> str:
         """Point the local endpoint at one registered version (a running `sagepipe serve` follows).
 
         Under the group's lock the version is read again, and the switch refused (RegistryError) when it is
         Rejected, or its status is no longer the one the caller chose it by."""
-        from pipelines.serving.serve import endpoint_record, ensure_server, write_record
-
         group, version = package["group"], package["version"]
         with registry.locked(group):
             current = registry.show(group, version)
@@ -134,10 +133,10 @@ class DeployStep(Step):
                     f", not {package['status']} as when this deployment chose it"
                 raise RegistryError(f"{group} version {version} is {current['status']} (by {last.get('by')} at "
                                     f"{last.get('at')}){changed}; endpoint {self.endpoint_name} was not switched to it")
-            record = write_record(state_root, endpoint_record(current, registry, self.endpoint_name, trigger))
+            record = serving.switch_endpoint(self.endpoint_name, current, registry, trigger)
             done = f"endpoint {self.endpoint_name} now serves {self.model_group} version {version}"
             if self.local.serve:
-                done += f" ({ensure_server(record, self.local.port, self.local.workers)})"
+                done += f" ({serving.ensure_server(record, self.local.port, self.local.workers)})"
         return done
 
     def compile_sagemaker(self, cc: CompileContext) -> None:
@@ -162,11 +161,11 @@ class DeployStep(Step):
             "ServerlessMaxConcurrency": endpoint.serverless.max_concurrency,
             "AsyncOutputPath": endpoint.asynchronous.output_path or f"{bucket_prefix}/async-output/",
             "AsyncMaxConcurrentInvocationsPerInstance": endpoint.asynchronous.max_concurrent_invocations_per_instance,
-            "DataCaptureEnabled": str(endpoint.data_capture.enabled).lower(),
+            "DataCaptureEnabled": bool_text(endpoint.data_capture.enabled),
             "DataCapturePercent": endpoint.data_capture.sampling_percent,
             "DataCaptureDestination": endpoint.data_capture.destination or f"{bucket_prefix}/data-capture/",
             "CanaryPercent": endpoint.blue_green.canary_percent, "CanaryWaitSeconds": endpoint.blue_green.wait_s,
             "TerminationWaitSeconds": endpoint.blue_green.termination_wait_s,
             "RollbackAlarmName": endpoint.blue_green.rollback_alarm or "", "KmsKeyId": cloud.get("kms_key") or "",
         }
-        return {k: str(v) for k, v in params.items()}
+        return {k: value_text(v) for k, v in params.items()}

@@ -12,6 +12,7 @@ from pipelines.errors import StepFailed
 from pipelines.fsutil import fresh_dir
 from pipelines.spec import CloudSettings, IoName
 from pipelines.step_api import CompileContext, LocalResult, StepContext
+from pipelines.values import value_text
 from steps.base import ScriptStep, stage_input
 
 
@@ -56,7 +57,7 @@ class ProcessingStep(ScriptStep):
             fresh_dir(folder, ctx.run_dir)
         env = {str(k): str(v) for k, v in ctx.resolve(self.environment).items()}
         env["SAGEPIPE_PROCESSING_DIR"] = str(root)
-        argv = [sys.executable, str(ctx.repo_path(self.code)), *map(_arg, ctx.resolve(self.arguments))]
+        argv = [sys.executable, str(ctx.repo_path(self.code)), *map(value_text, ctx.resolve(self.arguments))]
         code = ctx.run_process(argv, env, ctx.step_dir)
         if code != 0:
             raise StepFailed(f"script {self.code} exited with code {code}")
@@ -109,8 +110,3 @@ def script_entrypoint(code: Path, requirements: str | None) -> list[str]:
     install = f"pip install --quiet -r /opt/ml/processing/input/code/{requirements}"
     return ["/bin/bash", "-c", f'{install} && exec python3 {script} "$@"', "--"]
 
-
-def _arg(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

@@ -7,14 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pipelines.errors import StepFailed
+from pipelines.errors import RegistryError, StepFailed
 from pipelines.fsutil import hash_path
 from pipelines.model_archive import ModelArchiveError, model_folder
 from pipelines.refs import OutputRef, ParamRef
-from pipelines.registry import RegistryError, open_registry
 from pipelines.spec import CloudSettings, RelativePath
-from pipelines.step_api import CompileContext, LocalResult, Step, StepContext
-from pipelines.tracking import git_commit, step_run_id
+from pipelines.step_api import CompileContext, LocalResult, Step, StepContext, registered_record
 from steps.evaluation import read_report
 
 
@@ -46,8 +44,8 @@ class RegisterStep(Step):
         metrics: dict[str, Any] = {}
         if self.metrics is not None:
             metrics = read_report(Path(ctx.resolve(self.metrics)) / self.metrics_file, self.metrics_file)
-        registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
         try:
+            registry = ctx.services.registry
             with model_folder(model) as model_dir:
                 if not model_dir.is_dir() or not any(model_dir.iterdir()):
                     raise StepFailed(f"model {model} is missing or empty (a model.tar.gz or a model folder)")
@@ -55,9 +53,9 @@ class RegisterStep(Step):
                 # an identical model is its existing version; only a new one waits for this step's MLflow run
                 package, created = registry.identical(self.model_group, model_hash), False
                 if package is None:
-                    package, created = registry.register(self.model_group, model_dir, metrics, status,
-                                                         self._lineage(ctx, model_hash),
-                                                         run_id=step_run_id(ctx.tracking_env))
+                    lineage = self._lineage(ctx, model_hash)
+                    package, created = registry.register(self.model_group, model_dir, metrics, status, lineage,
+                                                         run_id=lineage["mlflow_run_id"])
         except (RegistryError, ModelArchiveError) as exc:
             raise StepFailed(str(exc)) from None
         version = package["version"]
@@ -65,15 +63,15 @@ class RegisterStep(Step):
             note = f"{self.model_group} version {version}: {package['status']}"
         else:
             note = f"identical model already registered as {self.model_group} version {version} ({package['status']})"
-        registered = {"group": self.model_group, "version": int(version), "status": package["status"]}
-        return LocalResult(note=note, registered=registered)
+        return LocalResult(note=note, registered=registered_record(self.model_group, version, package["status"],
+                                                                  created))
 
     def _lineage(self, ctx: StepContext, model_hash: str) -> dict[str, Any]:
         """Where the model came from: run, commit, config, and the training step's code and data hashes."""
         lineage: dict[str, Any] = {
             "run_id": ctx.run_id, "pipeline": ctx.pipeline.name, "step": self.name, "env": ctx.pipeline.env,
-            "config": str(Path(ctx.pipeline.source_file).resolve()), "git_commit": git_commit(ctx.repo_root),
-            "model_hash": model_hash, "mlflow_run_id": step_run_id(ctx.tracking_env),
+            "config": str(Path(ctx.pipeline.source_file).resolve()), "git_commit": ctx.services.tracker.git_commit(),
+            "model_hash": model_hash, "mlflow_run_id": ctx.services.tracker.run_id(),
         }
         if isinstance(self.model, OutputRef):
             trained = ctx.step_record(self.model.step)

@@ -16,6 +16,7 @@ from pipelines.model_archive import ARCHIVE, pack
 from pipelines.netutil import free_port
 from pipelines.spec import CloudSettings, Strict
 from pipelines.step_api import CompileContext, LocalResult, StepContext
+from pipelines.values import value_text
 from steps.base import MODEL_IMAGE, ScriptStep, stage_input
 
 OUTPUTS = ("model", "output")
@@ -183,11 +184,7 @@ def training_env(channels: dict[str, Path], model_dir: Path, output_dir: Path, h
 
 
 def _hp_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
+    return json.dumps(value) if isinstance(value, (dict, list)) else value_text(value)
 
 
 def _gpu_count() -> int:

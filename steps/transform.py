@@ -1,23 +1,20 @@
 """`type: transform` — batch inference inside the pipeline with the model's own inference handlers.
 
-Locally: the chunked, bounded-memory engine of `sagepipe transform` (pipelines/serving/transform.py) in its
-own process, over every CSV (with a header) or Parquet file of `input`, one output file each. On
+Locally: the chunked, bounded-memory engine of `sagepipe transform` in its own process (the command the
+runner's serving service gives), over every CSV (with a header) or Parquet file of `input`, one output file each. On
 SageMaker: a ModelStep creating a model with the inference image and environment the register step uses,
 then a TransformStep whose batch job sends the input's lines to that model's handlers.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from pipelines.errors import StepFailed
+from pipelines.errors import RegistryError, StepFailed
 from pipelines.fsutil import fresh_dir
 from pipelines.refs import OutputRef, ParamRef, Template
 from pipelines.spec import CloudSettings, IoName, Resources
@@ -86,12 +83,9 @@ class TransformStep(Step):
         out = ctx.step_dir / "output" / self.output
         fresh_dir(out, ctx.run_dir)
         threshold = float(ctx.resolve(self.threshold))
-        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
-                                                            os.environ.get("PYTHONPATH")]))}
         for file in source:
             target = out / f"{file.stem}.{self.output_format}"
-            argv = [sys.executable, "-m", "steps.transform", "--model", str(model), "--input", str(file),
-                    "--output", str(target), "--threshold", repr(threshold), "--chunk-rows", str(self.chunk_rows)]
+            argv, env = ctx.services.serving.scoring_command(model, file, target, threshold, self.chunk_rows)
             code = ctx.run_process(argv, env, ctx.step_dir)
             if code != 0:
                 raise StepFailed(f"scoring {file.name} with {shown} failed (exit code {code}); see its log")
@@ -117,13 +111,11 @@ class TransformStep(Step):
         """A model.tar.gz (a training or tuning output) or a registered version's model folder."""
         if isinstance(self.model, OutputRef):
             return Path(ctx.resolve(self.model)), f"the model of step '{self.model.step}'"
-        from pipelines.registry import RegistryError, open_registry
-
         match = REGISTRY_REF.match(self.model)
         assert match is not None
         group, which = match.group("group"), match.group("version")
-        registry = open_registry(ctx.pipeline.settings, ctx.state_root, ctx.repo_root)
         try:
+            registry = ctx.services.registry
             package = registry.approved(group) if which == "approved" else registry.show(group, int(which))
             if package is None:
                 raise RegistryError(f"{group} has no approved version; approve one with: "
@@ -174,63 +166,3 @@ class TransformStep(Step):
         transform = SdkTransformStep(name=self.name, step_args=step_args, description=self.description or None,
                                      cache_config=cc.cache_config(self), retry_policies=cc.retry_policies(self) or None)
         return [model_step, transform]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """One input file through the batch engine with the model archive's own handlers (the step's process)."""
-    parser = argparse.ArgumentParser(description="score one file with a model's inference handlers")
-    for flag in ("--model", "--input", "--output"):
-        parser.add_argument(flag, required=True, type=Path)
-    parser.add_argument("--threshold", type=float, default=0.5)
-    parser.add_argument("--chunk-rows", type=int, default=200_000)
-    args = parser.parse_args(argv)
-    import importlib.util
-
-    from pipelines.errors import UsageError
-    from pipelines.model_archive import model_folder
-    from pipelines.serving.transform import transform
-
-    with model_folder(args.model) as model_dir:
-        code = model_dir / "code"
-        if not (code / "inference.py").is_file():
-            print(f"the model ({args.model}) carries no code/inference.py to score with", file=sys.stderr)
-            return 2
-        sys.path.insert(0, str(code))
-        spec = importlib.util.spec_from_file_location("inference", code / "inference.py")
-        inference = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules["inference"] = inference
-        spec.loader.exec_module(inference)  # type: ignore[union-attr]
-        model = inference.model_fn(str(model_dir))
-        try:
-            count = transform(model, args.threshold, args.input, args.output, args.chunk_rows, progress=False,
-                              input_error=inference.InputError, names=_headerless_fields(args.input, inference))
-        except UsageError as exc:  # input the model cannot score: its file, line and column, no traceback
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except inference.InputError as exc:  # a model whose handlers raise it outside predict_frame
-            print(f"error: {args.input}: {exc}", file=sys.stderr)
-            return 2
-    print(f"wrote {count:,} rows to {args.output}")
-    return 0
-
-
-def _headerless_fields(source: Path, inference: Any) -> list[str] | None:
-    """The field names the model's own input_fn gives a CSV's values when its first line is a record, not a
-    header (what SageMaker's batch transform sends the container, line by line), so both backends score the same
-    file; None for a file with a header row (or not a CSV)."""
-    if source.suffix.lower() != ".csv":
-        return None
-    import csv
-
-    with open(source, newline="", encoding="utf-8", errors="replace") as handle:  # the engine names bad bytes
-        first = handle.readline()
-    cells = next(csv.reader([first]), [])
-    try:
-        fields = list(inference.input_fn(first, "text/csv")[0])
-    except Exception:  # noqa: BLE001 - not a record the handler takes as it stands: a header row
-        return None
-    return None if set(cells) & set(fields) else fields
-
-
-if __name__ == "__main__":
-    sys.exit(main())

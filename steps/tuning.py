@@ -26,7 +26,7 @@ from pipelines.fsutil import atomic_write_json, fresh_dir, hash_json, remove_ins
 from pipelines.model_archive import ARCHIVE, pack
 from pipelines.refs import refs_in
 from pipelines.spec import Strict
-from pipelines.step_api import CompileContext, LocalResult, StepContext
+from pipelines.step_api import CompileContext, LocalResult, StepContext, StepTracker
 from pipelines.tuning import (FINISHED, SCALING, STRATEGIES, EarlyStopper, Range, Search, Trial, best_trial,
                               cpus_per_trial, elapsed, finished_trials, grid_size, local_parallelism, logged_argv,
                               objective_values, run_search, write_trials_table)
@@ -193,7 +193,7 @@ class TuningStep(TrainingStep):
         parallel = min(local_parallelism(tuning.max_parallel_jobs), tuning.total_jobs())
         reused = f", {len(finished)} finished earlier and kept" if finished else ""
         ctx.log(f"[sagepipe] {tuning.strategy} search: {tuning.total_jobs()} trials, {parallel} at a time{reused}")
-        tracker = _TrialTracker(ctx, self.name)
+        tracker = ctx.services.tracker
         lock = threading.Lock()
         curves = [t.intermediate for t in finished if t.status == "Completed"]
 
@@ -216,7 +216,7 @@ class TuningStep(TrainingStep):
         return self._outcome(ctx, trials)
 
     def _trial(self, ctx: StepContext, inputs: dict[str, Path], trial: Trial, parallel: int, fingerprint: str,
-               tracker: "_TrialTracker", completed: Any) -> Trial:
+               tracker: StepTracker, completed: Any) -> Trial:
         """One training job: its own channels, model, output and checkpoint folders, and log."""
         folder = ctx.step_dir / "trials" / f"{trial.number:03d}"
         fresh_dir(folder, ctx.run_dir)
@@ -231,7 +231,7 @@ class TuningStep(TrainingStep):
         env = {str(k): str(v) for k, v in ctx.resolve(self.environment).items()}
         env.update(training_env(channels, model_dir, output_dir, hps, checkpoints))
         env.update({"SM_NUM_CPUS": str(cpus_per_trial(parallel)), "TRAINING_JOB_NAME": trial.job,
-                    **tracker.start(trial)})
+                    **self._track_start(tracker, trial)})
         argv = [sys.executable, *self._launcher(ctx), str(ctx.repo_path(self.code))]
         for key, value in hps.items():
             argv += [f"--{key}", _hp_text(value)]
@@ -255,9 +255,29 @@ class TuningStep(TrainingStep):
         else:
             trial.status = "Completed"
             pack(model_dir, folder / "output" / ARCHIVE)
-        tracker.finish(trial, self.tuning.objective.metric, log)
+        self._track_end(tracker, trial, log)
         atomic_write_json(folder / "trial.json", {"fingerprint": fingerprint, **trial.record()})
         return trial
+
+    def _track_start(self, tracker: StepTracker, trial: Trial) -> dict[str, str]:
+        """The trial's own MLflow run, nested under the step's: the environment that points the trial at it."""
+        tags = {"sagepipe.step": self.name, "sagepipe.kind": "trial", "sagepipe.trial": str(trial.number)}
+        run_id = tracker.start_child(trial.job, tags)
+        if run_id is None:
+            return {}
+        trial.extra["mlflow_run_id"] = run_id
+        return {"MLFLOW_RUN_ID": run_id}
+
+    def _track_end(self, tracker: StepTracker, trial: Trial, log: Path) -> None:
+        run_id = trial.extra.get("mlflow_run_id")
+        if not run_id:
+            return
+        metrics = {"duration_s": float(trial.duration_s or 0)}
+        if trial.objective is not None and math.isfinite(trial.objective):
+            metrics[self.tuning.objective.metric] = trial.objective
+        tracker.finish_child(run_id, trial.status, {f"tuned.{k}": v for k, v in trial.hyperparameters.items()},
+                             metrics, {"sagepipe.status": trial.status, "sagepipe.error": trial.error or ""},
+                             {"logs": log})
 
     def _outcome(self, ctx: StepContext, trials: list[Trial]) -> LocalResult:
         tuning = self.tuning
@@ -299,7 +319,7 @@ class TuningStep(TrainingStep):
         from sagemaker.mlops.workflow import TuningStep as SdkTuningStep
         from sagemaker.train.tuner import HyperparameterTuner
 
-        from pipelines.sagemaker.artifacts import reproducible_targz
+        from pipelines.archives import reproducible_targz
 
         # HyperParameterTuningJob definitions take no container entrypoint: the framework image's training
         # toolkit runs sagemaker_program from sagemaker_submit_directory, an archive of the script's folder.
@@ -346,65 +366,3 @@ class TuningStep(TrainingStep):
                                                   step.properties.TrainingJobSummaries[0].TrainingJobName,
                                                   "output/model.tar.gz"])
         return step
-
-
-class _TrialTracker:
-    """Each trial a nested MLflow run under the step's run; never fails the step (one warning, then off)."""
-
-    def __init__(self, ctx: StepContext, step: str):
-        env = ctx.tracking_env
-        self.uri: str = env.get("MLFLOW_TRACKING_URI") or ""
-        self.experiment: str | None = None
-        self.parent: str | None = None
-        self.env = env
-        self.client: Any = None
-        self.ctx, self.step, self.broken = ctx, step, not self.uri
-        self.lock = threading.Lock()
-
-    def start(self, trial: Trial) -> dict[str, str]:
-        def action(client: Any) -> dict[str, str]:
-            tags = {"mlflow.parentRunId": self.parent, "sagepipe.step": self.step, "sagepipe.kind": "trial",
-                    "sagepipe.trial": str(trial.number)}
-            run = client.create_run(self.experiment, run_name=trial.job, tags=tags)
-            trial.extra["mlflow_run_id"] = run.info.run_id
-            return {"MLFLOW_RUN_ID": run.info.run_id}
-        return self._safe(action) or {}
-
-    def finish(self, trial: Trial, metric: str, log: Path) -> None:
-        run_id = trial.extra.get("mlflow_run_id")
-
-        def action(client: Any) -> None:
-            from mlflow.entities import Metric, Param, RunTag
-
-            now = int(time.time() * 1000)
-            metrics = [Metric("duration_s", float(trial.duration_s or 0), now, 0)]
-            if trial.objective is not None and math.isfinite(trial.objective):
-                metrics.append(Metric(re.sub(r"[^\w\-. /]", "_", metric), trial.objective, now, 0))
-            client.log_batch(run_id, metrics=metrics,
-                             params=[Param(f"tuned.{k}", str(v)) for k, v in trial.hyperparameters.items()],
-                             tags=[RunTag("sagepipe.status", trial.status), RunTag("sagepipe.error", trial.error)])
-            if log.exists():
-                client.log_artifact(run_id, str(log), "logs")
-            client.set_terminated(run_id, {"Completed": "FINISHED", "Stopped": "KILLED"}.get(trial.status, "FAILED"))
-        if run_id:
-            self._safe(action)
-
-    def _safe(self, action: Any) -> Any:
-        if self.broken:
-            return None
-        try:
-            with self.lock:
-                if self.client is None:
-                    from pipelines.tracking import mlflow_client, step_run_id
-
-                    self.parent = step_run_id(self.env)  # created by the background writer
-                    if not self.parent:
-                        raise ConnectionError("the step's MLflow run was not created")
-                    self.client = mlflow_client(self.uri)
-                    self.experiment = self.client.get_run(self.parent).info.experiment_id
-                return action(self.client)
-        except Exception as exc:  # tracking never fails a step
-            self.broken = True
-            self.ctx.log(f"[sagepipe] warning: MLflow tracking of trials failed ({str(exc).splitlines()[0][:200]}); "
-                         "trials go on untracked")
-            return None

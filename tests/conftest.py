@@ -14,6 +14,8 @@ import pytest
 
 from pipelines.netutil import free_port  # noqa: F401  (re-exported for the tests)
 
+pytest_plugins = ["tests.example_run"]  # the example pipeline run once per session: `example_run`
+
 # Paths every test module takes from here, never from its own __file__, so a module can move between folders.
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -28,6 +30,13 @@ CHECKER = SHARED / "reference" / "check_definitions.py"
 os.environ.setdefault("SAGEPIPE_REQUIREMENTS_CHECK", "off")
 os.environ.setdefault("SAGEPIPE_REQUIREMENTS_CACHE", tempfile.mkdtemp(prefix="sagepipe-verdicts-"))  # not ~/.cache
 
+# A user's own settings never change a test's outcome: no tracking server, experiment or state folder of theirs.
+for _name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
+              "SAGEPIPE_HOME"):
+    os.environ.pop(_name, None)
+# Anything that runs before a test's own folder exists (session fixtures, collection) gets a private one too.
+os.environ["SAGEPIPE_HOME"] = tempfile.mkdtemp(prefix="sagepipe-session-home-")
+
 STRAY = ("mlflow.db", "mlruns", "mlartifacts")  # what MLflow writes into the working folder without a store URI
 
 
@@ -40,9 +49,23 @@ def nothing_written_into_the_repository() -> Any:
     assert not added, f"the tests left {added} in {REPO}: keep MLflow stores and artifacts under tmp_path"
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True, scope="session")
+def the_repository_state_untouched() -> Any:
+    """No test reads or writes the repository's own `.sagepipe/` (a user's compiled cache once made a test pass
+    that should have failed): in this process by an audit hook, in subprocesses by comparing the folder after."""
+    from tests.hermetic import unwatch, watch
+
+    guard = watch(REPO / ".sagepipe")
+    yield
+    unwatch(guard)
+    found = guard.touched[:5] + guard.changes()[:5]
+    assert not found, f"the tests used the repository's own state folder {REPO / '.sagepipe'}: {found}; " \
+        "every test runs on its own SAGEPIPE_HOME (the `home` fixture)"
+
+
+@pytest.fixture(autouse=True)
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh SAGEPIPE_HOME for this test."""
+    """A fresh SAGEPIPE_HOME for every test (autouse: a test that forgets it still never sees a user's state)."""
     state = tmp_path / "state"
     monkeypatch.setenv("SAGEPIPE_HOME", str(state))
     return state

@@ -38,7 +38,7 @@ class Emulation:
     def cached(self, step: str, key: str, expire_after: str | None) -> dict[str, Any] | None:
         """The entry of an earlier successful execution of the step with this cache key, still within
         ExpireAfter; None when there is none."""
-        from pipelines.local.cache import duration_seconds
+        from pipelines.values import duration_seconds
 
         bucket, name = self._cache_entry(step, key)
         try:

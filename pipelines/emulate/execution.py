@@ -5,19 +5,27 @@ content-addressed under `<state>/emulate/definitions/`, the parameter values, th
 region); each finished step's record keeps its properties (`emulated`). `sagepipe resume RUN` starts the
 emulated AWS again (it kept the objects those properties point at), puts the recorded properties back in the
 scope and lets the runner continue.
+
+This package runs nothing itself: `started` (launch.py) and `resumed` yield a ReadyToRun, which the command
+line runs with its live progress while the emulated AWS is up.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from pipelines.errors import EXIT_UNAVAILABLE, ConfigError, Problem
+from pipelines.errors import ConfigError, Problem
+
+if TYPE_CHECKING:
+    from pipelines.local.runner import LocalRunner
+    from pipelines.local.state import RunState
+    from pipelines.spec import PipelineSpec
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,17 @@ class Execution:
             "pipeline": self.name, "definition": str(path), "values": self.values,
             "source": str(Path(self.source).resolve()) if Path(self.source).exists() else self.source,
             "region": self.region, "started": self.started}}
+
+
+@dataclass(frozen=True)
+class ReadyToRun:
+    """An emulated execution, started or picked up again, as the local runner runs it."""
+
+    pipeline: PipelineSpec
+    max_parallel: int | None
+    start: Callable[[LocalRunner], RunState]  # the runner's run (with the execution's header) or resume
+    title: str
+    arn: str
 
 
 def now() -> str:
@@ -96,30 +115,20 @@ def local_tracking(source: str) -> str | None:
         return None
 
 
-def run(pipeline: Any, execution: Execution, root: Path, max_parallel: int | None, as_json: bool,
-        tail: int = 0) -> int:
-    from pipelines.drive import drive
-
-    print(f"emulating SageMaker pipeline execution {execution.arn}", file=sys.stderr if as_json else sys.stdout,
-          flush=True)
-    header = execution.header(root)
-    return drive(pipeline, root, max_parallel, as_json, False, lambda runner: runner.run(extra=header),
-                 f"emulated execution of {pipeline.name}", tail)
-
-
-def resume(state: Any, root: Path, max_parallel: int | None, as_json: bool, tail: int = 0) -> int:
-    """`sagepipe resume RUN` of an emulated execution: the same execution continues on the emulated AWS."""
-    from pipelines.drive import drive
+@contextmanager
+def resumed(state: RunState, root: Path, max_parallel: int | None) -> Iterator[ReadyToRun]:
+    """`sagepipe resume RUN` of an emulated execution: the same execution continues on the emulated AWS, which
+    stays up while the caller runs what this yields."""
     from pipelines.emulate.server import emulated_aws
-    from pipelines.local.state import DONE_OK
+    from pipelines.local.state import DONE_OK, RunUnavailable
 
     record = state.data.get("emulation") or {}
     try:
         definition = json.loads(Path(record["definition"]).read_text())
     except (KeyError, OSError, ValueError) as exc:
-        print(f"error: run {state.data['run_id']} cannot be resumed: its definition is not readable ({exc}); "
-              "run `sagepipe emulate` again (its step cache returns finished jobs at once)", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        raise RunUnavailable(f"run {state.data['run_id']} cannot be resumed: its definition is not readable "
+                             f"({exc}); run `sagepipe emulate` again (its step cache returns finished jobs at "
+                             "once)") from None
     execution = Execution(record["pipeline"], state.data["execution_arn"], definition, record["values"],
                           record["source"], record["region"], record["started"])
     max_parallel = steps_at_once(execution.source, definition, max_parallel)
@@ -132,8 +141,9 @@ def resume(state: Any, root: Path, max_parallel: int | None, as_json: bool, tail
         s3 = boto3.client("s3", region_name=execution.region)
         sm = boto3.client("sagemaker", region_name=execution.region)
         pipeline = runnable(None, execution, s3, sm, root, done)
-        return drive(pipeline, root, max_parallel, as_json, False, lambda runner: runner.resume(state),
-                     f"resuming emulated execution {execution.arn.rsplit('/', 1)[-1]} of {execution.name}", tail)
+        yield ReadyToRun(pipeline, max_parallel, lambda runner: runner.resume(state),
+                         f"resuming emulated execution {execution.arn.rsplit('/', 1)[-1]} of {execution.name}",
+                         execution.arn)
 
 
 def steps_at_once(source: str, definition: dict[str, Any], requested: int | None) -> int | None:

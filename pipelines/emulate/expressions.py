@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from pipelines.errors import StepFailed
+from pipelines.values import value_text
 
 # Execution variables that name the job of the step that uses them, by the step's Type
 JOB_NAME_VARIABLES = {"Processing": "ProcessingJobName", "Training": "TrainingJobName"}
@@ -97,8 +98,6 @@ def json_path(document: Any, path: str, shown: str) -> Any:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return json.dumps(value)
-    return str(value)
+    return value_text(value)

@@ -1,10 +1,10 @@
 """Definition steps under the local runner: a node type of emulate's own, and one handler per definition step
 `Type` (as the SDK's local executor has), each doing what SageMaker does for that type.
 
-A handler returns the runner's LocalResult with `emulated` filled in: the step's Type, the properties it
-produced (what `Get Steps.<name>...` reads) and, for a condition, its outcome with each comparison's values.
-The run's state keeps that record, so a resumed emulation knows every finished step's properties and the
-report explains the decision without the YAML.
+A handler returns the runner's LocalResult with `emulated` filled in: the step's Type and the properties it
+produced (what `Get Steps.<name>...` reads); a condition's decision and a registered version are recorded as a
+local run records them (step_api.decision_record, registered_record). The run's state keeps that record, so a
+resumed emulation knows every finished step's properties and the report explains the decision without the YAML.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ from pipelines.emulate.emulation import Emulation
 from pipelines.emulate.expressions import Scope
 from pipelines.errors import StepFailed
 from pipelines.spec import Cache, Retry
-from pipelines.step_api import LocalResult, StepContext
+from pipelines.step_api import LocalResult, StepContext, decision_record, registered_record
 
 COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "Equals": operator.eq, "GreaterThan": operator.gt, "GreaterThanOrEqualTo": operator.ge,
     "LessThan": operator.lt, "LessThanOrEqualTo": operator.le}
+OPERATORS = {"Equals": "==", "GreaterThan": ">", "GreaterThanOrEqualTo": ">=", "LessThan": "<",
+             "LessThanOrEqualTo": "<=", "In": "in"}  # as a condition step of ours writes them
 JOBS = ("Processing", "Training", "Tuning", "Transform")
 
 
@@ -154,10 +156,14 @@ def _report(step: DefinitionStep, ctx: StepContext) -> dict[str, Any] | None:
 def _condition(step: DefinitionStep, ctx: StepContext) -> LocalResult:
     scope = step.emulation.scope
     compared: list[dict[str, Any]] = []
-    holds = all([_holds(c, scope, compared) for c in step.raw["Arguments"]["Conditions"]])
+    parts = [_holds(c, scope, compared) for c in step.raw["Arguments"]["Conditions"]]
+    holds = all(part for part, _ in parts)
+    shapes = [shape for _, shape in parts]
     scope.properties[step.name] = {"Outcome": holds}
     skip = step.branches["if_false" if holds else "if_true"]
     return LocalResult(skip=skip, note=f"conditions {'hold' if holds else 'do not hold'}",
+                       decision=decision_record(holds, compared, shapes[0] if len(shapes) == 1 else {"and": shapes},
+                                                step.branches),
                        emulated={"outcome": holds, "conditions": compared})
 
 
@@ -180,7 +186,7 @@ def _register(step: DefinitionStep, ctx: StepContext) -> LocalResult:
     status = arguments.get("ModelApprovalStatus", "PendingManualApproval")
     version = int(arn.rsplit("/", 1)[-1])
     return LocalResult(note=f"{group}: {version} version registered ({status})",
-                       registered={"group": group, "version": version, "status": status})
+                       registered=registered_record(group, version, status, True))
 
 
 def _model(step: DefinitionStep, ctx: StepContext) -> LocalResult:
@@ -217,26 +223,29 @@ HANDLERS: dict[str, Callable[[DefinitionStep, StepContext], LocalResult]] = {
 EMULATED = tuple(HANDLERS)
 
 
-def _holds(condition: dict[str, Any], scope: Scope, compared: list[dict[str, Any]]) -> bool:
-    """Whether a condition holds; each comparison made is added to compared, with its values."""
+def _holds(condition: dict[str, Any], scope: Scope, compared: list[dict[str, Any]]) -> tuple[bool, Any]:
+    """Whether a condition holds, and its shape (step_api.decision_record); each comparison made is added to
+    compared, with its values."""
     kind = condition["Type"]
     if kind == "Not":
-        return not _holds(condition.get("Condition") or condition["Expression"], scope, compared)  # SDK: Condition
+        holds, shape = _holds(condition.get("Condition") or condition["Expression"], scope, compared)  # SDK: Condition
+        return not holds, {"not": [shape]}
     if kind == "Or":
-        return any([_holds(c, scope, compared) for c in condition["Conditions"]])
+        parts = [_holds(c, scope, compared) for c in condition["Conditions"]]
+        return any(holds for holds, _ in parts), {"or": [shape for _, shape in parts]}
     if kind == "In":
         value, allowed = scope.evaluate(condition["QueryValue"]), [scope.evaluate(v) for v in condition["Values"]]
-        compared.append({"type": kind, "left": value, "right": allowed, "holds": value in allowed,
-                         "left_from": _source(condition["QueryValue"])})
-        return value in allowed
+        compared.append({"type": kind, "op": OPERATORS[kind], "left": value, "right": allowed,
+                         "holds": value in allowed, "left_from": _source(condition["QueryValue"]), "right_from": ""})
+        return value in allowed, len(compared) - 1
     left, right = scope.evaluate(condition["LeftValue"]), scope.evaluate(condition["RightValue"])
     try:
         holds = bool(COMPARE[kind](left, right))
     except TypeError:
         raise StepFailed(f"condition {kind}: cannot compare {left!r} with {right!r}") from None
-    compared.append({"type": kind, "left": left, "right": right, "holds": holds,
+    compared.append({"type": kind, "op": OPERATORS[kind], "left": left, "right": right, "holds": holds,
                      "left_from": _source(condition["LeftValue"]), "right_from": _source(condition["RightValue"])})
-    return holds
+    return holds, len(compared) - 1
 
 
 def _source(value: Any) -> str:

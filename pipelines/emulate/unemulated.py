@@ -2,7 +2,7 @@
 
 Each kind is one warning line naming the steps that use it and what happens here instead, e.g.
 `warning: emulate does not honour NetworkConfig (steps: a, b): jobs run with this machine's network`.
-What emulate cannot run at all is refused before this (pipelines/emulate/command.py `refuse`); everything
+What emulate cannot run at all is refused before this (pipelines/emulate/launch.py `refuse`); everything
 else a definition says is honoured.
 """
 

@@ -9,7 +9,6 @@ that is unreadable, incomplete or altered is a miss (with a warning) and is disc
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 import uuid
@@ -17,35 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipelines.fsutil import atomic_write_json, copy_path, hash_json, remove_inside
+from pipelines.values import duration_seconds
 
-_NUMBER = r"(\d+(?:[.,]\d+)?)"
-# ISO 8601 durations as CacheConfig.ExpireAfter takes them: P30D, PT12H, P1DT12H, P4W, and (SDK docstring, developer
-# guide) lower case and the P left out (p30d, T12H, 30d, 30dT5h)
-_DURATION = re.compile(rf"^(P)?(?:{_NUMBER}Y)?(?:{_NUMBER}M)?(?:{_NUMBER}W)?(?:{_NUMBER}D)?"
-                       rf"(?:(T)(?:{_NUMBER}H)?(?:{_NUMBER}M)?(?:{_NUMBER}S)?)?$", re.IGNORECASE)
-_SECONDS = (365 * 86400, 30 * 86400, 7 * 86400, 86400, 3600, 60, 1)
 FORMAT = 3  # 3: entries are copies with verified digests (2 shared hard links with run folders); older are not reused
-
-
-def duration_seconds(text: str) -> float:
-    """ISO 8601 duration (as SageMaker's CacheConfig takes it) in seconds; ValueError says what is wrong."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if not match or not _well_formed(match):
-        raise ValueError(f"{text!r} is not an ISO 8601 duration (P30D, PT12H, P1DT12H, P4W, T12H or 30d)")
-    date, time_part = match.groups()[1:5], match.groups()[6:]
-    numbers = [float((v or "0").replace(",", ".")) for v in (*date, *time_part)]
-    return sum(n * s for n, s in zip(numbers, _SECONDS))
-
-
-def _well_formed(match: re.Match) -> bool:
-    """At least one unit; a T is followed by at least one time unit. The P may be left out, as the developer
-    guide's own examples do ("30d", "5y", "T16m", "30dT5h")."""
-    groups = match.groups()
-    date, time_designator, time_part = groups[1:5], groups[5], groups[6:]
-    has_date, has_time = any(date), any(time_part)
-    if time_designator and not has_time:
-        return False
-    return has_date or has_time
 
 
 class StepCache:

@@ -18,6 +18,7 @@ from pipelines.graph import Graph
 from pipelines.local.cache import StepCache
 from pipelines.local.processes import Supervisor, stop_leftover
 from pipelines.local.resume import param_change, replay
+from pipelines.local.services import RunServices
 from pipelines.local.state import DONE_OK, RunLock, RunState, RunUnavailable
 from pipelines.refs import MetricRef, OutputRef, ParamRef, resolve
 from pipelines.spec import PipelineSpec, Retry
@@ -36,7 +37,8 @@ class LocalRunner:
 
     def __init__(self, spec: PipelineSpec, state_root: Path, *, use_cache: bool = True,
                  max_parallel: int | None = None, report: Reporter | None = None,
-                 tracker: NullTracker | None = None, warn: Callable[[str], None] | None = None):
+                 tracker: NullTracker | None = None, warn: Callable[[str], None] | None = None,
+                 services: RunServices | None = None):
         self.spec = spec
         self.state_root = state_root.resolve()
         self.repo_root = Path(spec.repo_root)
@@ -50,6 +52,7 @@ class LocalRunner:
         self._lock: RunLock | None = None
         self._code_hashes: dict[str, str] = {}
         self.tracker = tracker or NullTracker()
+        self.services = services or RunServices(spec, self.state_root)  # what steps use, opened on first use
         self._step_env: dict[str, dict[str, str]] = {}
 
     # --- public -------------------------------------------------------------------------------
@@ -277,11 +280,9 @@ class LocalRunner:
         if key is not None:
             self.cache.store(key, result.outputs, recorded["output_digests"],
                              {"step": step.name, "metrics": result.metrics, "run_id": self.state.data["run_id"]})
-        extra: dict[str, Any] = {"registered": result.registered} if result.registered else {}
-        if result.cached_from:
-            extra["cached_from"] = result.cached_from
-        if result.emulated:
-            extra["emulated"] = result.emulated
+        extra = {field: value for field, value in (("decision", result.decision), ("registered", result.registered),
+                                                   ("cached_from", result.cached_from), ("emulated", result.emulated))
+                 if value}
         self._finish(step.name, "cached" if result.cached_from else "succeeded", started, cache_key=key,
                      metrics=result.metrics, **recorded, note=result.note, skip=result.skip, **extra)
         self._skip_all(result.skip, f"branch not taken ({step.name}: {result.note})")
@@ -313,12 +314,14 @@ class LocalRunner:
             log.write(line + "\n")
             log.flush()
 
+        tracking_env = self._step_env.get(step.name, {})
         return StepContext(
             pipeline=self.spec, run_id=self.state.data["run_id"], step_dir=step_dir,
             repo_root=self.repo_root, state_root=self.state_root,
             resolve=lambda value: resolve(value, self._lookup),
             run_process=lambda argv, env, cwd: self._run_process(argv, env, cwd, log, step.name),
-            log=write_log, step_record=self.state.step, tracking_env=self._step_env.get(step.name, {}),
+            log=write_log, step_record=self.state.step, tracking_env=tracking_env,
+            services=self.services.for_step(tracking_env, write_log),
         )
 
     # --- references, inputs, cache keys -------------------------------------------------------

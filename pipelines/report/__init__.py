@@ -36,8 +36,9 @@ def _spec_of(state: dict[str, Any]) -> Any | None:
     """The pipeline a run recorded (its config, env and parameters), or None when it no longer loads."""
     from pipelines.loader import load_pipeline
 
-    params = [f"{k}={('true' if v else 'false') if isinstance(v, bool) else v}" for k, v in
-              (state.get("params") or {}).items()]
+    from pipelines.values import value_text
+
+    params = [f"{k}={value_text(v)}" for k, v in (state.get("params") or {}).items()]
     try:
         spec = load_pipeline(state["config_path"], state.get("env", "local"), params)
     except (ConfigError, KeyError, OSError):
@@ -88,7 +89,7 @@ def run_overlay(root: Path, run_id: str, spec: Any) -> dict[str, Any]:
     import json
 
     from pipelines.local.state import list_runs, settled
-    from pipelines.report.status import outcomes
+    from pipelines.status import outcomes
 
     run_dir = root / "runs" / run_id
     try:

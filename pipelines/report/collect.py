@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelines.report.gate import Gate, gate_decision
 from pipelines.report.quality import QualityRow, find_quality_file, read_quality
-from pipelines.report.status import StepOutcome, outcomes
+from pipelines.status import StepOutcome, outcomes
 
 HEADLINE = ("auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "rmse", "mae", "r2")
 CONTEXT = {"threshold", "test_rows", "positive_rate", "n", "rows", "count"}
@@ -76,7 +76,7 @@ class RunReport:
 
 def collect(state: dict[str, Any], run_dir: Path, spec: Any | None) -> RunReport:
     """The report of a run: state is its state.json document, spec the pipeline it ran (None when unknown)."""
-    from pipelines.report.status import duration_text
+    from pipelines.status import duration_text
 
     specs = {s.name: s for s in spec.steps} if spec is not None else {}
     records: dict[str, dict[str, Any]] = state.get("steps", {})

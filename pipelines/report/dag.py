@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Sequence
 
-from pipelines.report.status import STYLES, StepOutcome
+from pipelines.status import STYLES, StepOutcome
 
 NODE_W, NODE_H, DUMMY_W = 208, 64, 14
 GAP_X, GAP_Y, PAD = 34, 58, 24

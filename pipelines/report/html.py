@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.report.collect import Metric, RunReport, is_fail_step
 from pipelines.report.dag import legend_html, render_svg
-from pipelines.report.status import STYLES
+from pipelines.status import STYLES
 
 
 def render(report: RunReport) -> str:

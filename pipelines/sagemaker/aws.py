@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from pipelines.errors import AwsError
+from pipelines.values import value_text
 
 TERMINAL = {"Succeeded", "Failed", "Stopped"}
 
@@ -130,6 +131,4 @@ def executions(name: str, region: str) -> list[dict[str, Any]]:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    return value_text(value)

@@ -125,7 +125,8 @@ def _compiled(kept: dict[str, Any], reused: str) -> Any:
 def _with_new_contents(data: dict[str, Any], current: dict[str, str]) -> Any:
     """The entry's compile with each changed path's artifact made again from its new contents, or None where
     a change is more than new contents of the same files in a path shipped as one artifact."""
-    from pipelines.sagemaker.artifacts import artifact_folder, local_members
+    from pipelines.archives import local_members
+    from pipelines.sagemaker.artifacts import artifact_folder
 
     kept, sources = dict(data["compiled"]), data.get("sources") or {}
     artifacts, renamed = dict(kept["artifacts"]), {}
@@ -159,7 +160,8 @@ def _renamed(value: Any, renamed: dict[str, str]) -> Any:
 def _sources(compiled: Any, read: set[Path]) -> dict[str, dict[str, Any]]:
     """{read path: its artifact folder and file names}, for each path whose artifact holds exactly its files
     and no other read path's (two paths with the same contents share one artifact: neither is recorded)."""
-    from pipelines.sagemaker.artifacts import artifact_folder, local_members
+    from pipelines.archives import local_members
+    from pipelines.sagemaker.artifacts import artifact_folder
 
     found: dict[str, dict[str, Any]] = {}
     for path in read:

@@ -18,6 +18,7 @@ from pipelines.graph import Graph
 from pipelines.refs import MetricRef, OutputRef, ParamRef, Template
 from pipelines.spec import FrameworkImage, PipelineSpec, Resources
 from pipelines.step_api import Step
+from pipelines.values import bool_text
 
 
 @dataclass
@@ -83,7 +84,7 @@ class CompileContext:
         and report values, through `.to_string()` (CreatePipeline rejects them bare in a String field)."""
         resolved = self.value(value)
         if isinstance(resolved, bool):
-            return "true" if resolved else "false"
+            return bool_text(resolved)
         if isinstance(value, MetricRef) or (isinstance(value, ParamRef)
                                             and self.spec.parameters[value.name].type != "string"):
             return resolved.to_string()
@@ -123,7 +124,7 @@ class CompileContext:
         path = path.resolve()
         self.read.add(path)
         if str(path) not in self.staged:
-            from pipelines.sagemaker.artifacts import local_members
+            from pipelines.archives import local_members
 
             prefix = f"staging/{len(self.staged)}"
             for name, body in (local_members(path) or {}).items():  # as it will be content-addressed

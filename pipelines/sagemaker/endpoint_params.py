@@ -8,14 +8,14 @@ from typing import Any
 from pipelines.errors import ConfigError, Problem, did_you_mean
 from pipelines.sagemaker.checks import INSTANCE_TYPES, check_account
 from pipelines.spec import PipelineSpec
-from pipelines.step_api import Step
+from pipelines.step_api import Deploys, deploy_steps
 
 
 def endpoint_parameters(spec: PipelineSpec, model_package_arn: str, step_name: str | None = None) -> dict[str, Any]:
     """The template configuration CodePipeline's CloudFormation action takes: {"Parameters", "Tags"}."""
     overlay = f"{spec.source_file.rsplit('/', 1)[0]}/env/{spec.env}.yaml"
     problems = list(check_account(spec, overlay))
-    deploys = {s.name: s for s in spec.steps if s.deployed_group() is not None}
+    deploys = {s.name: s for s in deploy_steps(spec)}
     chosen = deploys.get(step_name or next(iter(deploys), ""))
     if not deploys:
         problems.append(Problem(spec.source_file, None, "steps", "no deploy step to take endpoint settings from"))
@@ -43,12 +43,12 @@ def endpoint_parameters(spec: PipelineSpec, model_package_arn: str, step_name: s
     return {"Parameters": chosen.endpoint_request(spec, model_package_arn), "Tags": dict(spec.settings.sagemaker.tags)}
 
 
-def latest_approved_arn(spec: PipelineSpec, step: Step) -> str:
+def latest_approved_arn(spec: PipelineSpec, step: Deploys) -> str:
     """The newest Approved version of the deploy step's model group in the env's SageMaker Model Registry."""
     from pipelines.registry import RegistryError
     from pipelines.registry.sagemaker_backend import SageMakerRegistry
 
-    group = step.deployed_group() or ""
+    group = step.deployed_group()
     region = spec.settings.sagemaker["region"]  # check_account: set
     package = SageMakerRegistry(region).latest(group, "Approved")
     if package is None:

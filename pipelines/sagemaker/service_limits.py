@@ -180,7 +180,7 @@ def tuned_and_static_hyperparameters(steps: list[dict[str, Any]], defaults: dict
 
 
 def bad_cache_expiry(steps: list[dict[str, Any]], defaults: dict[str, Any]) -> Iterator[Finding]:
-    from pipelines.local.cache import duration_seconds
+    from pipelines.values import duration_seconds
 
     for step in steps:
         expire = (step.get("CacheConfig") or {}).get("ExpireAfter")

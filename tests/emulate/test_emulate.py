@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FIXTURES, REPO, run_cli
+from tests.conftest import FIXTURES, REPO, make_project, run_cli
 from tests.sagemaker.test_aws import REGION, moto_server  # noqa: F401  (fixture)
 
 BUCKET = "emulate-tests"
@@ -169,10 +169,36 @@ def test_bad_parameters_are_config_errors(aws: dict, tmp_path: Path) -> None:
     path = tmp_path / "seeds.json"
     path.write_text(json.dumps(seed_pipeline(scoped=True)))
     code, _, err = _emulate(tmp_path / "home", "--definition", str(path), "--param", "seed=seven", "--param", "sed=1")
-    assert code == 2 and "'seven' is not an Integer" in err and "did you mean 'seed'?" in err
+    assert code == 2 and "'seven' is not an integer" in err and "did you mean 'seed'?" in err
     (tmp_path / "bad.json").write_text("{\"Steps\": [}")
     code, _, err = _emulate(tmp_path / "home", "--definition", str(tmp_path / "bad.json"))
     assert code == 2 and "bad.json:1: --definition: not JSON" in err
+
+
+FLAGGED = """name: flagged
+parameters: {flag: {type: boolean, default: false}}
+steps:
+  - {name: gate, type: condition, condition: {left: "${params.flag}", op: "==", right: true}, if_false: [stop]}
+  - {name: stop, type: fail, message: the flag is off}
+"""
+
+
+def test_run_and_emulate_read_a_boolean_param_alike(aws: dict, tmp_path: Path) -> None:
+    """One --param parser for every command: the same words are true, false or refused, in the same words."""
+    config = make_project(tmp_path / "project", "flagged", FLAGGED, scripts=(), envs={
+        "local": "tracking_uri: none\n",
+        "dev": "sagemaker: {region: us-east-1, role: 'arn:aws:iam::111122223333:role/x', bucket: flag-bucket}\n"})
+    home = tmp_path / "home"
+    commands = {"run": ["run", str(config)], "emulate": ["emulate", str(config), "--env", "dev"]}
+    refusals = set()
+    for command, args in commands.items():
+        for word, code in (("YES", 0), ("1", 0), ("no", 1), ("maybe", 2)):
+            done = run_cli(*args, "--param", f"flag={word}", home=home, cwd=config.parents[1])
+            assert done.returncode == code, (command, word, done.stdout, done.stderr)
+            assert "Traceback" not in done.stderr, done.stderr
+            if code == 2:
+                refusals.add(done.stderr.splitlines()[-1].strip())
+    assert refusals == {"configs/flagged.yaml: --param flag: 'maybe' is not a boolean (true/false, yes/no or 1/0)"}
 
 
 @pytest.mark.slow

@@ -226,7 +226,7 @@ def test_what_asks_for_nothing_is_not_warned_about() -> None:
 
 
 def test_a_processing_input_that_is_not_in_s3_is_refused_before_anything_runs() -> None:
-    from pipelines.emulate.command import refuse
+    from pipelines.emulate.launch import refuse
 
     step = _processing("query", "q.py", [], [{"InputName": "rows", "DatasetDefinition": {
         "AthenaDatasetDefinition": {}, "LocalPath": "/opt/ml/processing/input/rows"}}], [], cache=False)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from pipelines.emulate.command import refuse
+from pipelines.emulate.launch import refuse
 from pipelines.errors import ConfigError
 from pipelines.sagemaker.definition_checks import all_steps, check_definition
 from tests.conftest import CHECKER, GOLDEN, run_cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.local.cache import duration_seconds
+from pipelines.values import duration_seconds
 from pipelines.sagemaker.definition_checks import check_definition
 
 HOUR, DAY = 3600, 86400

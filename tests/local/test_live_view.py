@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import commands
+from pipelines.cli.runs import run_pipeline
 from pipelines.loader import load_pipeline
 from pipelines.local.progress import LineReporter, make_reporter
 from pipelines.local.runner import LocalRunner
@@ -131,7 +131,7 @@ def test_a_cache_hit_says_which_run_it_came_from(tmp_path: Path, home: Path) -> 
 
 def test_after_a_run_the_next_commands(home: Path, capsys: pytest.CaptureFixture) -> None:
     spec = load_pipeline(GATED)
-    assert commands.run(spec, home, True, None, False) == 0
+    assert run_pipeline(spec, home, True, None, False) == 0
     out = capsys.readouterr().out
     run_id = json.loads(run_cli("runs", "list", "--json", home=home).stdout)[0]["run_id"]
     assert "next:" in out

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import commands
+from pipelines.cli.runs import resume_run
 from pipelines.errors import ConfigError
 from pipelines.loader import load_pipeline
 from pipelines.local.runner import LocalRunner
@@ -80,7 +80,7 @@ def _run(path: Path, home: Path, *params: str) -> RunState:
 
 
 def _resume(home: Path, run_id: str, *params: str, capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    code = commands.resume(home, run_id, None, False, list(params))
+    code = resume_run(home, run_id, None, False, list(params))
     return code, capsys.readouterr().out
 
 
@@ -88,7 +88,7 @@ def test_gate_failure_says_what_to_change_with_rounded_values(project: Path, hom
     done = run_cli("run", str(project), "--param", "min_auc=0.95", home=home, cwd=project.parent)
     assert done.returncode == 1, done.stderr
     out = done.stdout
-    assert "the model did not pass the gate 'gate': 0.8444 >= 0.95 is false" in out
+    assert "the model did not pass the gate 'gate': ROC AUC (evaluate) 0.844 < min_auc 0.95" in out
     assert "too-low: AUC 0.8444 is below 0.95" in out
     run_id = json.loads(run_cli("runs", "list", "--json", home=home).stdout)[0]["run_id"]
     assert f"sagepipe resume {run_id} --param min_auc=VALUE" in out
@@ -165,7 +165,7 @@ def test_resume_refuses_params_for_a_succeeded_run(project: Path, home: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     done = _run(project, home)
     assert done.data["status"] == "succeeded"
-    assert commands.resume(home, done.data["run_id"], None, False, ["min_auc=0.9"]) == 2
+    assert resume_run(home, done.data["run_id"], None, False, ["min_auc=0.9"]) == 2
     err = capsys.readouterr().err
     assert "already succeeded" in err and "sagepipe run" in err and "--param min_auc=0.9" in err
 
@@ -173,7 +173,7 @@ def test_resume_refuses_params_for_a_succeeded_run(project: Path, home: Path,
 def test_resume_names_an_unknown_param(project: Path, home: Path) -> None:
     failed = _run(project, home, "min_auc=0.95")
     with pytest.raises(ConfigError, match="unknown parameter 'min_uac' — did you mean 'min_auc'"):
-        commands.resume(home, failed.data["run_id"], None, False, ["min_uac=0.5"])
+        resume_run(home, failed.data["run_id"], None, False, ["min_uac=0.5"])
 
 
 def test_resume_param_on_the_command_line(project: Path, home: Path) -> None:

@@ -23,6 +23,7 @@ from pipelines.local.runner import LocalRunner
 from pipelines.model_archive import ModelArchiveError, model_folder
 from pipelines.registry import LocalRegistry
 from tests.conftest import FIXTURES, REPO, run_cli
+from tests.example_run import ExampleRun
 
 GATED = FIXTURES / "valid" / "gated.yaml"
 EVALUATE = REPO / "model_code" / "evaluate.py"
@@ -59,16 +60,11 @@ def run_evaluate(processing: Path, tmp: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    home = tmp_path_factory.mktemp("contract") / "state"
-    done = run_cli("run", "configs/fraud-detection.yaml", "--param", "rows=2000", "--param", "min_auc=0.5",
-                   "--json", home=home)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout)
-    run_dir = home / "runs" / summary["run_id"]
-    state = json.loads((run_dir / "state.json").read_text())
-    return {"home": home, "summary": summary, "run_dir": run_dir, "state": state,
-            "test": run_dir / "preprocess" / "processing" / "output" / "test"}
+def trained(example_run: ExampleRun, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The session's example run (2,000 rows), copied: serving and transforming download into its models/."""
+    run = example_run.copy(tmp_path_factory.mktemp("contract"))
+    return {"home": run.home, "summary": run.summary, "run_dir": run.run_dir, "state": run.state,
+            "test": run.test_split}
 
 
 @pytest.mark.slow
@@ -173,7 +169,7 @@ def test_tiny_pipeline_packs_caches_and_registers_the_archive(home: Path) -> Non
     assert again.step("train")["output_digests"]["model"] == first.step("train")["output_digests"]["model"]
     assert again.step("register")["note"].startswith("identical model already registered as gated-models version 1")
     assert again.step("register")["registered"] == {"group": "gated-models", "version": 1,
-                                                    "status": "PendingManualApproval"}
+                                                    "status": "PendingManualApproval", "new": False}
     assert len(registry.versions("gated-models")) == 1
 
 

@@ -79,9 +79,18 @@ def test_the_torch_pipeline_trains_with_two_processes_and_registers(torch_run: d
     assert "pytorch" in info.flavors and info.signature is not None
 
 
-def test_two_processes_match_one_process_at_the_same_global_batch(torch_run: dict, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def two_processes(torch_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The metadata of 8 epochs at a global batch of 256 on 2 processes of one host, trained once: what one process
+    and what two hosts must match."""
+    return _train(torch_run["channels"], tmp_path_factory.mktemp("two-processes"), 2, "--epochs", "8",
+                  "--batch_size", "256")[0]
+
+
+def test_two_processes_match_one_process_at_the_same_global_batch(torch_run: dict, two_processes: dict,
+                                                                  tmp_path: Path) -> None:
     one, _ = _train(torch_run["channels"], tmp_path / "one", 1, "--epochs", "8", "--batch_size", "256")
-    two, _ = _train(torch_run["channels"], tmp_path / "two", 2, "--epochs", "8", "--batch_size", "256")
+    two = two_processes
     assert (one["processes"], two["processes"]) == (1, 2)
     assert abs(one["validation_auc"] - two["validation_auc"]) <= 0.01, (one["validation_auc"], two["validation_auc"])
     again, _ = _train(torch_run["channels"], tmp_path / "again", 1, "--epochs", "8", "--batch_size", "256")
@@ -105,7 +114,8 @@ def _compiled_drivers(folder: Path) -> tuple[Path, dict]:
     return folder, train
 
 
-def test_two_hosts_rendezvous_through_the_compiled_sdk_torchrun_driver(torch_run: dict, tmp_path: Path) -> None:
+def test_two_hosts_rendezvous_through_the_compiled_sdk_torchrun_driver(torch_run: dict, two_processes: dict,
+                                                                      tmp_path: Path) -> None:
     """What a 2-instance SageMaker job runs: the SDK's torchrun driver (from the compiled sm_drivers channel) on
     each host, with the variables the SDK's environment script sets there; rendezvous at the first host."""
     drivers, train = _compiled_drivers(tmp_path / "sm_drivers")
@@ -136,7 +146,7 @@ def test_two_hosts_rendezvous_through_the_compiled_sdk_torchrun_driver(torch_run
     metadata = json.loads((tmp_path / "algo-1" / "model" / "metadata.json").read_text())
     assert metadata["processes"] == 2 and metadata["epochs_run"] == 8
     assert not any((tmp_path / "algo-2" / "model").iterdir())  # only the first host's rank 0 saves
-    single, _ = _train(channels, tmp_path / "single-host", 2, "--epochs", "8", "--batch_size", "256")
+    single = two_processes  # 2 processes on a single host, the same epochs and batch
     assert abs(metadata["validation_auc"] - single["validation_auc"]) <= 0.01
 
 

@@ -3,6 +3,7 @@ embedded store as the default and env overlays found from the repository root.""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -80,7 +81,7 @@ def test_completion_script_and_answers(home: Path, tmp_path: Path) -> None:
 
 def test_verbosity_sets_the_log_levels() -> None:
     from pipelines.cli import build_parser
-    from pipelines.cli_support import setup_logging
+    from pipelines.cli.support import setup_logging
 
     own = logging.getLogger("sagepipe")
     for argv, level in ((["runs", "list"], logging.INFO), (["-q", "runs", "list"], logging.WARNING),
@@ -89,6 +90,29 @@ def test_verbosity_sets_the_log_levels() -> None:
         setup_logging(args.verbose, args.quiet)
         assert own.level == level, argv
     setup_logging(0, 0)
+
+
+def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[str]:
+    """Every command argparse knows, as "COMMAND" or "COMMAND ACTION"; each level's dest names its command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            assert action.dest == (f"{prefix[0]}_command" if prefix else "command"), prefix
+            return [name for key, child in action.choices.items() for name in _subcommands(child, (*prefix, key))]
+    return [" ".join(prefix)]
+
+
+def test_the_command_table_covers_every_subcommand_with_a_cli_function() -> None:
+    import inspect
+
+    from pipelines.cli.parser import COMMANDS, build_parser, command_name
+
+    parser = build_parser()
+    assert sorted(_subcommands(parser)) == sorted(COMMANDS)
+    for name, handler in COMMANDS.items():
+        assert inspect.isfunction(handler) and handler.__module__.startswith("pipelines.cli."), name
+    assert command_name(parser.parse_args(["runs", "show", "r1"])) == "runs show"
+    assert command_name(parser.parse_args(["models", "reject", "g", "1"])) == "models reject"
+    assert command_name(parser.parse_args(["schema"])) == "schema"
 
 
 def test_written_files_follow_the_umask(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pipelines.registry.mlflow_backend import ALIAS, ARTIFACT_PATH, MlflowRegistry
-from tests.tracking.test_tracking import mlflow_server  # noqa: F401  (the real server fixture)
+from tests.mlflow_server import mlflow_server  # noqa: F401  (the real server fixture)
 
 REPORT = {"binary_classification_metrics": {
     "auc": {"value": 0.8444301543332015, "standard_deviation": 0.0123},

@@ -162,7 +162,7 @@ def test_graph_run_overlays_status_and_durations(project: Path, home: Path) -> N
 def test_every_run_writes_its_report_and_logs_it_to_the_tracker(project: Path, home: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import pipelines.tracking as tracking
-    from pipelines import commands
+    from pipelines.cli.runs import run_pipeline
 
     attached: list[Path] = []
 
@@ -171,7 +171,7 @@ def test_every_run_writes_its_report_and_logs_it_to_the_tracker(project: Path, h
             attached.append(path)
 
     monkeypatch.setattr(tracking, "open_tracker", lambda *args, **kwargs: Recording())
-    assert commands.run(load_pipeline(str(project), params=["min_auc=0.9"]), home, True, None, False) == 1
+    assert run_pipeline(load_pipeline(str(project), params=["min_auc=0.9"]), home, True, None, False) == 1
     (run_dir,) = (home / "runs").iterdir()
     assert attached == [run_dir / "report.html"]
     assert "did not pass the gate" in attached[0].read_text()

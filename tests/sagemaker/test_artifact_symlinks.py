@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sagemaker.artifacts import LinkOutside, local_members, reproducible_targz
+from pipelines.archives import LinkOutside, local_members, reproducible_targz
 from tests.conftest import make_project, run_cli
 
 SECRET = "aws_secret_access_key = do-not-ship-me"

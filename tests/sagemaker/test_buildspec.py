@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.cli.cloud import execution_status
 from pipelines.sagemaker import aws as aws_api
-from pipelines.sagemaker.commands import status_command
 from tests.conftest import REPO
 from tests.sagemaker.test_aws import REGION, aws, moto_server  # noqa: F401  (fixtures)
 
@@ -127,7 +127,7 @@ def test_a_failed_execution_exits_non_zero(monkeypatch: pytest.MonkeyPatch) -> N
                     {"arn": arn, "status": "Failed", "failure": "step train failed", "steps": []}])
     monkeypatch.setattr(aws_api, "describe", lambda _: next(answers))
     monkeypatch.setattr(aws_api.time, "sleep", lambda _: None)
-    assert status_command(arn, wait=True, as_json=True) == 1
+    assert execution_status(arn, wait=True, as_json=True) == 1
 
 
 def test_the_deploy_pipeline_prepares_every_stage_for_one_approved_package(build_env: dict, aws: dict,  # noqa: F811

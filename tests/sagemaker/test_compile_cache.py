@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.loader import load_pipeline
-from pipelines.sagemaker.commands import compile_pipeline_or_explain
+from pipelines.sagemaker.compiling import compile_pipeline_or_explain
 from pipelines.sagemaker.compile_cache import compiled_or_cached
 from pipelines.sagemaker.compiler import compile_pipeline
 from tests.conftest import run_cli

@@ -22,6 +22,7 @@ import pytest
 
 from pipelines.netutil import wait_for_http
 from tests.conftest import REPO, free_port, run_cli
+from tests.example_run import ExampleRun
 
 sys.path.insert(0, str(REPO / "model_code"))
 from fraud_schema import RAW_FEATURES  # noqa: E402
@@ -34,16 +35,13 @@ TLS_HELLO = bytes.fromhex("16030100c4010000c00303") + os.urandom(32) + b"\x00" *
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A small trained and approved fraud-detection version 1, and raw test records."""
-    home = tmp_path_factory.mktemp("hardening") / "state"
-    done = run_cli("run", "configs/fraud-detection.yaml", "--param", "rows=2000", "--param", "min_auc=0.5", "--json",
-                   home=home)
-    assert done.returncode == 0, done.stderr
-    assert run_cli("models", "approve", "fraud-detection", "1", home=home).returncode == 0
-    run_dir = home / "runs" / json.loads(done.stdout)["run_id"]
-    test = pd.read_parquet(run_dir / "preprocess" / "processing" / "output" / "test" / "test.parquet")
-    return {"home": home, "records": json.loads(test[RAW_FEATURES].to_json(orient="records"))}
+def model(example_run: ExampleRun, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small trained and approved fraud-detection version 1 (a copy of the session's example run), and raw test
+    records."""
+    run = example_run.copy(tmp_path_factory.mktemp("hardening"))
+    assert run_cli("models", "approve", "fraud-detection", "1", home=run.home).returncode == 0
+    test = pd.read_parquet(run.test_split / "test.parquet")
+    return {"home": run.home, "records": json.loads(test[RAW_FEATURES].to_json(orient="records"))}
 
 
 def start_server(home: Path, workers: int, log: Path) -> tuple[subprocess.Popen, int]:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, free_port, run_cli, wait_for_http
+from tests.conftest import REPO, free_port, wait_for_http
+from tests.example_run import ExampleRun
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "pipelines.cli"]
@@ -31,12 +32,10 @@ def readme_scoring_lines() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One registered fraud-detection version in a fresh state folder, and a folder outside the repository."""
-    home = tmp_path_factory.mktemp("examples") / "state"
-    done = run_cli("run", "configs/fraud-detection.yaml", "--param", "rows=2000", "--param", "min_auc=0.5", "--json",
-                   home=home)
-    assert done.returncode == 0, done.stderr
+def trained(example_run: ExampleRun, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One registered fraud-detection version in a state folder of its own (a copy of the session's example run),
+    and a folder outside the repository."""
+    home = example_run.copy(tmp_path_factory.mktemp("examples")).home
     outside = tmp_path_factory.mktemp("elsewhere")
     (outside / "examples").symlink_to(REPO / "examples")
     return {"home": home, "cwd": outside, "env": {**os.environ, "SAGEPIPE_HOME": str(home)}}
@@ -92,7 +91,10 @@ def test_readme_serve_curl_and_transform_lines_run_as_written(trained: dict) -> 
 
 def test_ui_prints_direct_urls_and_sigterm_leaves_no_server(trained: dict) -> None:
     port = free_port()
-    proc = subprocess.Popen([*CLI, "ui", "--port", str(port)], cwd=trained["cwd"], env=trained["env"],
+    # Two web workers, not MLflow's default four (still a supervisor whose workers must all go on SIGTERM), and no
+    # background job runner (its four spawned workers listen on nothing): start-up took a minute on two cores.
+    env = {**trained["env"], "MLFLOW_WORKERS": "2", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen([*CLI, "ui", "--port", str(port)], cwd=trained["cwd"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     lines = []

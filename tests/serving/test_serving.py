@@ -13,33 +13,40 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tests.conftest import REPO, free_port, run_cli, wait_for_http
+from tests.example_run import ExampleRun
 
 sys.path.insert(0, str(REPO / "model_code"))
 from model_io import FraudModel  # noqa: E402
 from fraud_schema import RAW_FEATURES  # noqa: E402
 
 pytestmark = pytest.mark.slow
-CONFIG = "configs/fraud-detection.yaml"
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Two registered versions of fraud-detection (version 1 approved), and test rows."""
-    home = tmp_path_factory.mktemp("serving") / "state"
-    runs = []
-    for seed in ("42", "7"):
-        done = run_cli("run", CONFIG, "--param", "rows=2000", "--param", f"seed={seed}", "--param", "min_auc=0.5",
-                       "--json", home=home)
-        assert done.returncode == 0, done.stderr
-        runs.append(json.loads(done.stdout)["run_id"])
+def models(example_run: ExampleRun, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two registered versions of fraud-detection (version 1 approved), and test rows.
+
+    Version 1 is the session's example run (copied); version 2 is its model registered once more as a new version
+    (a new model hash), as a retrained model would be: the tests switch versions, they need no second training."""
+    from pipelines.registry.mlflow_backend import MlflowRegistry
+
+    run = example_run.copy(tmp_path_factory.mktemp("serving"))
+    home = run.home
+    registry = MlflowRegistry(f"sqlite:///{home}/mlflow.db", home / "models")
+    first = registry.show("fraud-detection", 1)
+    second, created = registry.register("fraud-detection", Path(run.state["steps"]["train"]["outputs"]["model"]),
+                                        first["metrics"], "PendingManualApproval",
+                                        {**first["lineage"], "model_hash": first["lineage"]["model_hash"] + "-again"})
+    assert created and second["version"] == 2, second
     assert run_cli("models", "approve", "fraud-detection", "1", home=home).returncode == 0
-    test = pd.read_parquet(home / "runs" / runs[0] / "preprocess" / "processing" / "output" / "test" / "test.parquet")
+    test = pd.read_parquet(run.test_split / "test.parquet")
     return {"home": home, "test": test, "model_dirs": {v: home / "models" / "fraud-detection" / str(v) for v in (1, 2)}}
 
 
@@ -168,16 +175,25 @@ def test_approval_switches_the_version_under_load_without_errors(server: dict, m
             status, _, headers = post(server["url"], body, "application/json")
             seen.append((status, headers.get("X-Model-Version", "")))
 
+    def until(enough: Callable[[], bool], seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while not enough() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
-    approved = run_cli("models", "approve", "fraud-detection", "2", "--note", "better recall", home=models["home"])
-    assert approved.returncode == 0 and "endpoint fraud-detection-approved now serves" in approved.stdout
-    time.sleep(1.5)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        until(lambda: len(seen) >= 30)  # under load before the approval
+        approved = run_cli("models", "approve", "fraud-detection", "2", "--note", "better recall",
+                           home=models["home"])
+        assert approved.returncode == 0 and "endpoint fraud-detection-approved now serves" in approved.stdout
+        switched = len(seen)
+        until(lambda: sum(v == "2" for _, v in seen[switched:]) >= 30)  # and on after the switch
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
     statuses = {s for s, _ in seen}
     versions = [v for _, v in seen]
     assert statuses == {200}, f"{len(seen)} requests, statuses {statuses}"
@@ -235,6 +251,7 @@ def test_batch_transform_keeps_row_count_and_order(suffix: str, models: dict, tm
 
 
 def test_a_deploy_step_with_local_serve_starts_the_endpoint_once(models: dict) -> None:
+    from pipelines.local.services import LocalServing
     from pipelines.registry.mlflow_backend import MlflowRegistry
     from steps.deploy import DeployStep
 
@@ -242,13 +259,13 @@ def test_a_deploy_step_with_local_serve_starts_the_endpoint_once(models: dict) -
     registry = MlflowRegistry(f"sqlite:///{home}/mlflow.db", home / "models")
     step = DeployStep(name="deploy", model_group="fraud-detection", endpoint_name="local-serve-test",
                       local={"serve": True, "port": port, "workers": 1})
-    first = step.deploy_version(registry.show("fraud-detection", 1), registry, home, "test")
+    first = step.deploy_version(registry.show("fraud-detection", 1), registry, LocalServing(home), "test")
     pid = json.loads((home / "endpoints" / "local-serve-test.server.json").read_text())["pid"]
     try:
         assert f"started its server, pid {pid}, on http://127.0.0.1:{port}" in first
         _ready(port)
         assert _version(port) == "1"
-        again = step.deploy_version(registry.show("fraud-detection", 2), registry, home, "test")
+        again = step.deploy_version(registry.show("fraud-detection", 2), registry, LocalServing(home), "test")
         assert f"its server, pid {pid}, on port {port} switches to it" in again
         deadline = time.time() + 30
         while _version(port) != "2":

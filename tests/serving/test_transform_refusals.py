@@ -165,14 +165,15 @@ def test_transform_errors_reach_the_user_as_one_line_without_a_traceback(tiny: d
 
 
 def test_the_transform_step_process_names_the_line_of_a_headerless_file(tiny: dict, tmp_path: Path) -> None:
-    """The pipeline's transform step (steps/transform.py) runs the same engine with the model archive's handlers;
-    a CSV without a header (SageMaker's batch input) is placed by its own line numbers."""
+    """The pipeline's transform step runs the same engine with the model archive's handlers, in the process
+    pipelines/local/score_file.py; a CSV without a header (SageMaker's batch input) is placed by its own line
+    numbers."""
     rows = claims()[RAW_FEATURES]
     rows.loc[5, "num_injuries"] = "a few"
     rows.to_csv(tmp_path / "headerless.csv", index=False, header=False)
-    done = subprocess.run([sys.executable, "-m", "steps.transform", "--model", str(tiny["model_dir"]), "--input",
-                           str(tmp_path / "headerless.csv"), "--output", str(tmp_path / "out.csv")], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "pipelines.local.score_file", "--model", str(tiny["model_dir"]),
+                           "--input", str(tmp_path / "headerless.csv"), "--output", str(tmp_path / "out.csv")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "headerless.csv line 6: column 'num_injuries' must be a number, got \"a few\"" in done.stderr
     assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out*"))

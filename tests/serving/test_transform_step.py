@@ -82,13 +82,13 @@ def test_local_transform_matches_sagepipe_transform_row_for_row(tmp_path: Path) 
     done = run_cli("run", str(config), "--param", f"score={folder / 'scores'}", "--json", home=home, cwd=folder)
     assert done.returncode == 0, done.stderr
     run = home / "runs" / json.loads(done.stdout)["run_id"]
+    cli = tmp_path / "cli.csv"  # the same model (tiny@1 is train's), scored by hand once for both steps
+    by_hand = run_cli("transform", "tiny@1", str(folder / "scores" / "with-header.csv"), str(cli), home=home,
+                      cwd=folder)
+    assert by_hand.returncode == 0, by_hand.stderr
     for step in ("score", "score-registered"):
         outputs = run / step / "output" / "predictions"
         assert sorted(p.name for p in outputs.iterdir()) == ["more.csv", "with-header.csv"]
-        cli = tmp_path / f"{step}-cli.csv"
-        by_hand = run_cli("transform", "tiny@1", str(folder / "scores" / "with-header.csv"), str(cli), home=home,
-                          cwd=folder)
-        assert by_hand.returncode == 0, by_hand.stderr
         assert (outputs / "with-header.csv").read_bytes() == cli.read_bytes()  # same rows, same order, same values
     scored = pd.read_csv(run / "score" / "output" / "predictions" / "with-header.csv")
     assert len(scored) == 250 and scored["policy_id"].tolist() == [f"p{i:03d}" for i in range(250)][::-1]

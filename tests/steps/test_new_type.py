@@ -87,7 +87,7 @@ def test_new_type_compiles(echo_type: None, tmp_path: Path) -> None:
 
 def test_a_defect_in_a_step_type_is_not_passed_off_as_a_config_error(echo_type: None, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.sagemaker.commands import compile_pipeline_or_explain
+    from pipelines.sagemaker.compiling import compile_pipeline_or_explain
 
     def broken(self: EchoStep, cc: CompileContext) -> Any:
         raise ValueError("a bug")

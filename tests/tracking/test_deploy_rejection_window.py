@@ -25,6 +25,7 @@ import pipelines.serving.serve as serve
 from pipelines.approvals import Decision, change_status
 from pipelines.errors import StepFailed
 from pipelines.loader import load_pipeline
+from pipelines.local.services import RunServices
 from pipelines.registry import LocalRegistry, Registry
 from pipelines.registry.mlflow_backend import MlflowRegistry
 from pipelines.step_api import StepContext
@@ -73,7 +74,8 @@ def _deploy_step(setup: dict) -> Callable[[], Any]:
     home = setup["home"]
     ctx = StepContext(pipeline=spec, run_id="run-1", step_dir=home / "runs" / "run-1" / "deploy",
                       repo_root=setup["config"].parents[1], state_root=home, resolve=lambda value: value,
-                      run_process=lambda *args: 0, log=lambda line: None)
+                      run_process=lambda *args: 0, log=lambda line: None,
+                      services=RunServices(spec, home).for_step({}, lambda line: None))
     return lambda: spec.step("deploy").run_local(ctx)
 
 

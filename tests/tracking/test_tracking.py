@@ -19,7 +19,8 @@ import pytest
 from pipelines.approvals import DEPLOY_ON_APPROVAL, matches, state_change_event
 from pipelines.registry.mlflow_backend import MlflowRegistry
 from pipelines.tracking_journal import record_status
-from tests.conftest import REPO, free_port, make_project, run_cli, wait_for_http
+from tests.conftest import REPO, free_port, make_project, run_cli
+from tests.mlflow_server import mlflow_server  # noqa: F401  (the real server fixture)
 
 TRACKED = """
 name: tracked
@@ -62,29 +63,6 @@ def tracked_project(folder: Path, tracking_uri: str, pipeline: str = TRACKED) ->
     subprocess.run(["git", "add", "."], cwd=folder, check=True)
     subprocess.run([*git, "commit", "-qm", "pipeline"], cwd=folder, check=True)
     return folder
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on a free loopback port, with its own SQLite store and artifact folder."""
-    root = tmp_path / "mlflow-server"
-    root.mkdir()
-    port = free_port()
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root}/server.db",
-                             "--artifacts-destination", str(root / "artifacts")],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{uri}/health", proc)
-    finally:
-        log.flush()
-    yield uri
-    os.killpg(proc.pid, 15)
-    proc.wait(30)
-    log.close()
 
 
 @pytest.fixture(params=["sqlite", "server"])

@@ -40,3 +40,21 @@ def store_line(settings: Any, state_root: Path, repo_root: Path) -> str:
 def announce(settings: Any, state_root: Path, repo_root: Path) -> None:
     """Log the store line (INFO: shown by default, hidden by -q)."""
     LOG.info(store_line(settings, state_root, repo_root))
+
+
+def env_settings(env: str) -> tuple[Any, Path]:
+    """(settings of configs/env/ENV.yaml, repository root), for commands that take no pipeline file."""
+    from pipelines.loader import find_repo_root, load_env_settings
+
+    repo_root = find_repo_root(Path.cwd() / "sagepipe.yaml")
+    return load_env_settings(env, repo_root / "configs" / "env"), repo_root
+
+
+def open_for_env(env: str, state_root: Path) -> Any:
+    """The registry of an environment (configs/env/ENV.yaml under the repository root, else the embedded
+    store in the state folder); says which on stderr."""
+    from pipelines.registry import open_registry
+
+    settings, repo_root = env_settings(env)
+    announce(settings, state_root, repo_root)
+    return open_registry(settings, state_root, repo_root)

@@ -1,25 +1,29 @@
 """Running (or resuming) a pipeline with live progress, then explaining it: what `run`, `resume` and `emulate`
-share, below the CLI's commands."""
+share."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pipelines.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from pipelines.local.state import RunState, RunUnavailable
-from pipelines.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from pipelines.local.runner import LocalRunner
+    from pipelines.local.state import RunState
+    from pipelines.spec import PipelineSpec
 
 EXIT_CODES = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
 
 
 def drive(spec: PipelineSpec, root: Path, max_parallel: int | None, as_json: bool, use_cache: bool,
-          start: Any, title: str, tail: int = 0) -> int:
+          start: Callable[[LocalRunner], RunState], title: str, tail: int = 0) -> int:
     """Run (or resume) spec with live progress, explain the outcome; the exit code."""
     from pipelines.local.progress import make_reporter
     from pipelines.local.runner import LocalRunner
+    from pipelines.local.state import RunUnavailable
 
     names = [s.name for s in spec.steps]
     stream = sys.stderr if as_json else sys.stdout

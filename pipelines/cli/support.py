@@ -1,4 +1,5 @@
-"""CLI conventions: --version, -v/-q through logging, shell completion, `schema`, a closed stdout pipe."""
+"""What every command shares: where state lives, loading the pipeline it names, --version, -v/-q through
+logging, shell completion, JSON output and a closed stdout pipe."""
 
 from __future__ import annotations
 
@@ -8,8 +9,37 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-EXIT_OK = 0
+if TYPE_CHECKING:
+    from pipelines.spec import PipelineSpec
+
+
+def state_root() -> Path:
+    """Where local state lives: $SAGEPIPE_HOME, else .sagepipe in the repository (or current folder)."""
+    if os.environ.get("SAGEPIPE_HOME"):  # absolute: steps, resumes and the background MLflow writer run elsewhere
+        return Path(os.environ["SAGEPIPE_HOME"]).resolve()
+    from pipelines.loader import find_repo_root
+
+    return find_repo_root(Path.cwd() / "sagepipe.yaml") / ".sagepipe"
+
+
+def load_spec(args: argparse.Namespace) -> PipelineSpec:
+    """The pipeline of `CONFIG --env ENV [--param KEY=VALUE ...]`, typed by the one --param parser."""
+    from pipelines.loader import load_pipeline
+
+    return load_pipeline(args.config, args.env, getattr(args, "param", []))
+
+
+def check_cloud(spec: PipelineSpec) -> None:
+    if spec.settings.sagemaker:  # a cloud env: what compile would refuse, without the SDK
+        from pipelines.sagemaker.checks import check_cloud_config
+
+        check_cloud_config(spec, requirements=True)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def version() -> str:
@@ -73,25 +103,3 @@ def silence_stdout() -> None:
         pass
     finally:
         os.close(devnull)
-
-
-def schema(output: str | None) -> int:
-    from pipelines.config_schema import pipeline_schema
-
-    text = json.dumps(pipeline_schema(), indent=2, sort_keys=True) + "\n"
-    if output is None:
-        sys.stdout.write(text)
-        return EXIT_OK
-    from pipelines.fsutil import atomic_write_text
-
-    atomic_write_text(Path(output), text)
-    print(f"wrote the pipeline JSON Schema to {output}", file=sys.stderr)
-    return EXIT_OK
-
-
-def completion(shell: str) -> int:
-    from pipelines.extras import require
-
-    argcomplete = require("argcomplete", "sagepipe completion")
-    sys.stdout.write(argcomplete.shellcode(["sagepipe"], shell=shell))
-    return EXIT_OK

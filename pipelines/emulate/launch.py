@@ -1,22 +1,26 @@
-"""`sagepipe emulate`: compile (or read) a definition, check it as CreatePipeline would, run it on moto."""
+"""Launching an emulated execution: compile (or read) a definition, check it as CreatePipeline would, start it
+on moto and hand back what the runner runs (`sagepipe emulate` drives it)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from pipelines.emulate.execution import ReadyToRun
 from pipelines.emulate.jobs import EMULATE_BUCKET
 from pipelines.errors import ConfigError, Problem, did_you_mean
+from pipelines.values import parse_param, split_param, value_text
 
-TYPES = {"String": str, "Integer": int, "Float": float, "Boolean": bool}
 
-
-def emulate(spec: Any, definition_file: str | None, params: list[str], root: Path, max_parallel: int | None,
-            as_json: bool, tail: int = 0) -> int:
-    """Run a compiled config (spec) or a definition file; the exit code of `sagepipe run`."""
+@contextmanager
+def started(spec: Any, definition_file: str | None, params: list[str], root: Path,
+            max_parallel: int | None) -> Iterator[ReadyToRun]:
+    """Start an execution of a compiled config (spec) or of a definition file on the emulated AWS, which stays up
+    while the caller runs what this yields."""
     from pipelines.emulate.server import emulated_aws
     from pipelines.sagemaker.offline import shared_botocore_loader
 
@@ -26,7 +30,7 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
             source, definition, region, buckets = _read_definition(definition_file)
             name, artifacts, role = Path(definition_file).stem, {}, "arn:aws:iam::123456789012:role/emulate"
         else:
-            from pipelines.sagemaker.commands import compile_pipeline_or_explain
+            from pipelines.sagemaker.compiling import compile_pipeline_or_explain
 
             compiled = compile_pipeline_or_explain(spec, root / "compiled")
             source, definition, region = spec.source_file, compiled.definition, compiled.region
@@ -51,11 +55,12 @@ def emulate(spec: Any, definition_file: str | None, params: list[str], root: Pat
         values = parameter_values(source, definition, params, s3, name)
         from pipelines.emulate import execution as emulated
 
-        started = emulated.now()
         execution = emulated.Execution(name, _start(sm, name, definition, role, values), definition, values,
-                                       source, region, started)
+                                       source, region, emulated.now())
         pipeline = emulated.runnable(spec, execution, s3, sm, root)
-        return emulated.run(pipeline, execution, root, max_parallel, as_json, tail)
+        header = execution.header(root)
+        yield ReadyToRun(pipeline, max_parallel, lambda runner: runner.run(extra=header),
+                         f"emulated execution of {pipeline.name}", execution.arn)
 
 
 def refuse(source: str, definition: dict[str, Any]) -> None:
@@ -109,8 +114,8 @@ def parameter_values(source: str, definition: dict[str, Any], params: list[str],
     values = {name: p.get("DefaultValue") for name, p in declared.items()}
     problems = []
     for item in params:
-        name, sep, text = item.partition("=")
-        if not sep or name not in declared:
+        name, text = split_param(item) or (item.partition("=")[0], "")
+        if "=" not in item or name not in declared:
             problems.append(Problem(source, None, f"--param {item}", "not NAME=VALUE of a declared parameter"
                                     + did_you_mean(name, declared)))
             continue
@@ -130,16 +135,7 @@ def parameter_values(source: str, definition: dict[str, Any], params: list[str],
 
 
 def _typed(declared: dict[str, Any], text: str) -> Any:
-    kind = declared.get("Type", "String")
-    if kind == "Boolean":
-        if text.lower() not in ("true", "false"):
-            raise ValueError(f"{text!r} is not a Boolean (true or false)")
-        value: Any = text.lower() == "true"
-    else:
-        try:
-            value = TYPES[kind](text)
-        except ValueError:
-            raise ValueError(f"{text!r} is not an {kind}") from None
+    value = parse_param(declared.get("Type", "String"), text)
     allowed = declared.get("EnumValues")
     if allowed and value not in allowed:
         raise ValueError(f"{value!r} is not one of its EnumValues {allowed}")
@@ -207,5 +203,5 @@ def _start(sm: Any, name: str, definition: dict[str, Any], role: str, values: di
     except sm.exceptions.ClientError:
         sm.update_pipeline(**body, **limit)
     started = sm.start_pipeline_execution(PipelineName=name, **limit, PipelineParameters=[
-        {"Name": k, "Value": json.dumps(v) if isinstance(v, bool) else str(v)} for k, v in values.items()])
+        {"Name": k, "Value": value_text(v)} for k, v in values.items()])
     return started["PipelineExecutionArn"]

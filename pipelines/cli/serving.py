@@ -1,32 +1,35 @@
-"""What `sagepipe serve` and `sagepipe transform` do."""
+"""`sagepipe serve|transform`: a registered model version behind a local endpoint, or over a file."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
+from pipelines.cli.stores import open_for_env
+from pipelines.cli.support import state_root
 from pipelines.errors import UsageError
 
 
-def serve_command(target: str, env: str, state_root: Path, port: int, workers: int) -> int:
-    from pipelines.models_cli import open_for_env
+def serve_command(args: argparse.Namespace) -> int:
     from pipelines.serving import limits  # noqa: F401  (a bad SAGEPIPE_* limit is a usage error before anything)
     from pipelines.serving.serve import resolve, run_server
 
-    record = resolve(target, open_for_env(env, state_root), state_root)
-    return run_server(record, port, workers)
+    root = state_root()
+    record = resolve(args.target, open_for_env(args.env, root), root)
+    return run_server(record, args.port, args.workers)
 
 
-def transform_command(target: str, env: str, state_root: Path, source: str, output: str, rows: int) -> int:
+def transform_command(args: argparse.Namespace) -> int:
     """Score source into output (missing folders on its way are made); input the model cannot score is a
     UsageError at its file, line and column, and leaves no output."""
     import json
 
-    from pipelines.models_cli import open_for_env
     from pipelines.serving.app import _import_inference
     from pipelines.serving.serve import resolve
     from pipelines.serving.transform import transform
 
+    source, output, root = args.input, args.output, state_root()
     source_path, target_path = Path(source), Path(output)
     if source_path.is_dir():
         raise UsageError(f"input {source} is a folder; name the file to score (a .csv with a header row, or a "
@@ -41,12 +44,12 @@ def transform_command(target: str, env: str, state_root: Path, source: str, outp
     if target_path.exists() and target_path.resolve() == source_path.resolve():
         raise UsageError(f"output {output} is the input file: the scores would replace the claims; name another "
                          "output file")
-    record = json.loads(resolve(target, open_for_env(env, state_root), state_root).read_text())
+    record = json.loads(resolve(args.target, open_for_env(args.env, root), root).read_text())
     inference = _import_inference(Path(record["code_dir"]))
     model = inference.model_fn(record["model_dir"])
     print(f"transform {source} with {record['model_group']} version {record['version']} -> {output}",
           file=sys.stderr)
-    count = transform(model, float(record["threshold"]), source_path, target_path, rows,
+    count = transform(model, float(record["threshold"]), source_path, target_path, args.chunk_rows,
                       progress=sys.stderr.isatty(), input_error=inference.InputError)
     print(f"wrote {count:,} rows to {output}", file=sys.stderr)
     return 0

@@ -1,35 +1,71 @@
-"""What the CLI commands do (kept apart from argument parsing)."""
+"""`sagepipe run|resume|runs list|runs show|logs|report`: local runs."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from pipelines.cli.drive import drive
+from pipelines.cli.support import load_spec, state_root
 from pipelines.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, UsageError
-from pipelines.local.state import RunState, list_runs
-from pipelines.spec import PipelineSpec
+from pipelines.values import value_text
 
-from pipelines.drive import drive
+if TYPE_CHECKING:
+    from pipelines.spec import PipelineSpec
 
 
-def run(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | None, as_json: bool,
-        tail: int = 0) -> int:
+def run_command(args: argparse.Namespace) -> int:
+    from pipelines.cli.stores import announce
+
+    spec = load_spec(args)
+    announce(spec.settings, state_root(), Path(spec.repo_root))
+    return run_pipeline(spec, state_root(), not args.no_cache, args.max_parallel, args.json, args.tail)
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    return resume_run(state_root(), args.run_id, args.max_parallel, args.json, args.param, args.tail)
+
+
+def runs_list_command(args: argparse.Namespace) -> int:
+    return runs_list(state_root(), args.json)
+
+
+def runs_show_command(args: argparse.Namespace) -> int:
+    return runs_show(state_root(), args.run_id, args.json)
+
+
+def logs_command(args: argparse.Namespace) -> int:
+    from pipelines.local.logs import show_log
+
+    return show_log(state_root(), args.run_id, args.step, args.follow)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from pipelines.report import report_command as write_run_report
+
+    return write_run_report(state_root(), args.run_id, args.output)
+
+
+def run_pipeline(spec: PipelineSpec, root: Path, use_cache: bool, max_parallel: int | None, as_json: bool,
+                 tail: int = 0) -> int:
     from pipelines.local.runner import new_run_id
 
     run_id = new_run_id()
     return drive(spec, root, max_parallel, as_json, use_cache,
-                  lambda runner: runner.run(run_id), f"run {run_id} of {spec.name} (env {spec.env})", tail)
+                 lambda runner: runner.run(run_id), f"run {run_id} of {spec.name} (env {spec.env})", tail)
 
 
-def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool, params: Sequence[str] = (),
-           tail: int = 0) -> int:
+def resume_run(root: Path, run_id: str, max_parallel: int | None, as_json: bool, params: Sequence[str] = (),
+               tail: int = 0) -> int:
     """Continue a run; `params` (KEY=VALUE) change parameters: the steps that use them, and what follows
     from those, run again, the rest stays done."""
     from pipelines.loader import load_pipeline
     from pipelines.local.logs import run_folder
+    from pipelines.local.state import RunState
 
     run_dir = run_folder(root, run_id)
     try:
@@ -50,23 +86,21 @@ def resume(root: Path, run_id: str, max_parallel: int | None, as_json: bool, par
             raise UsageError(f"run {run_id} is an emulated execution, whose parameters were fixed when it "
                              "started: run `sagepipe emulate` again with them (its step cache returns finished "
                              "jobs at once)")
-        from pipelines.emulate.execution import resume as resume_emulation
+        from pipelines.cli.emulate import resume_emulated
 
-        return resume_emulation(state, root, max_parallel, as_json, tail)
-    recorded = [f"{k}={_text(v)}" for k, v in state.data["params"].items()]
+        return resume_emulated(state, root, max_parallel, as_json, tail)
+    recorded = [f"{k}={value_text(v)}" for k, v in state.data["params"].items()]
     spec = load_pipeline(state.data["config_path"], state.data["env"], [*recorded, *params])
     changed = {k: v for k, v in spec.param_values.items() if state.data["params"].get(k) != v}
     title = f"resuming run {run_id} of {spec.name}" + (
-        f" with {', '.join(f'{k}={_text(v)}' for k, v in changed.items())}" if changed else "")
+        f" with {', '.join(f'{k}={value_text(v)}' for k, v in changed.items())}" if changed else "")
     return drive(spec, root, max_parallel, as_json, state.data.get("use_cache", True),
-                  lambda runner: runner.resume(state), title, tail)
-
-
-def _text(value: Any) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+                 lambda runner: runner.resume(state), title, tail)
 
 
 def runs_list(root: Path, as_json: bool) -> int:
+    from pipelines.local.state import list_runs
+
     runs = list_runs(root / "runs")
     if as_json:
         print(json.dumps([{"run_id": r["run_id"], "pipeline": r["pipeline"], "status": r["status"],
@@ -97,6 +131,7 @@ def runs_show(root: Path, run_id: str, as_json: bool) -> int:
     """A run's header and its steps, in pipeline order."""
     from pipelines.local.logs import run_folder
     from pipelines.local.progress import detail
+    from pipelines.local.state import RunState
 
     run_dir = run_folder(root, run_id)
     state = RunState.load(run_dir)
@@ -136,24 +171,3 @@ def _mlflow_record(root: Path, run_dir: Path) -> dict[str, Any] | None:
         record["line"] = (f"pending ({where}; {record['error'] or 'not written yet'}); "
                           "the next sagepipe command that opens tracking writes it")
     return record
-
-
-def describe(spec: PipelineSpec) -> str:
-    lines = [f"pipeline {spec.name} ({spec.source_file}, env {spec.env})"]
-    if spec.description:
-        lines.append(f"  {spec.description.strip()}")
-    lines.append("parameters:")
-    for name, param in spec.parameters.items():
-        value = spec.param_values.get(name)
-        lines.append(f"  {name:<18} {param.type:<8} = {value!r}"
-                     + (f"  (allowed: {param.allowed})" if param.allowed else ""))
-    lines.append("steps:")
-    for step in spec.steps:
-        lines.append(f"  {step.name} [{step.type}]" + (f"  code: {step.code_path()}" if step.code_path() else ""))
-        for name, value in step.input_values().items():
-            lines.append(f"      in  {name}: {value}")
-        for name in step.output_names():
-            lines.append(f"      out {name}")
-        for branch, targets in step.branch_targets().items():
-            lines.append(f"      {branch}: {', '.join(targets) or '-'}")
-    return "\n".join(lines)

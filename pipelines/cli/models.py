@@ -1,35 +1,45 @@
-"""`sagepipe models ...` and `sagepipe ui`: the model registry and the MLflow UI from the command line."""
+"""`sagepipe models list|show|approve|reject` and `sagepipe ui`: the model registry and the MLflow UI from the
+command line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pipelines.cli.stores import announce, env_settings, open_for_env
+from pipelines.cli.support import state_root
 from pipelines.errors import UsageError
 
-
-def env_settings(env: str) -> tuple[Any, Path]:
-    """(settings of configs/env/ENV.yaml, repository root), for commands that take no pipeline file."""
-    from pipelines.loader import find_repo_root, load_env_settings
-
-    repo_root = find_repo_root(Path.cwd() / "sagepipe.yaml")
-    return load_env_settings(env, repo_root / "configs" / "env"), repo_root
+STARTED = time.time()  # when this command began: a registry decision recorded later by someone else conflicts
 
 
-def open_for_env(env: str, state_root: Path) -> Any:
-    """The registry of an environment (configs/env/ENV.yaml under the repository root, else the embedded
-    store in the state folder); says which on stderr."""
-    from pipelines.registry import open_registry
-    from pipelines.stores import announce
+def list_command(args: argparse.Namespace) -> int:
+    return models_list(open_for_env(args.env, state_root()), args.group, args.json)
 
-    settings, repo_root = env_settings(env)
-    announce(settings, state_root, repo_root)
-    return open_registry(settings, state_root, repo_root)
+
+def show_command(args: argparse.Namespace) -> int:
+    return models_show(open_for_env(args.env, state_root()), args.group, args.version, args.json)
+
+
+def approve_command(args: argparse.Namespace) -> int:
+    return models_decide(open_for_env(args.env, state_root()), state_root(), args.group, args.version, "Approved",
+                         args.note, args.force, STARTED, False, args.env)
+
+
+def reject_command(args: argparse.Namespace) -> int:
+    return models_decide(open_for_env(args.env, state_root()), state_root(), args.group, args.version, "Rejected",
+                         args.note, False, STARTED, args.rollback, args.env)
+
+
+def ui_command(args: argparse.Namespace) -> int:
+    return ui(args.env, state_root(), args.port)
 
 
 HEADLINE = ("auc", "pr_auc", "f1", "precision", "recall", "log_loss", "accuracy", "threshold")
@@ -107,11 +117,11 @@ def models_show(registry: Any, group: str, version: int, as_json: bool) -> int:
     return 0
 
 
-def models_decide(registry: Any, state_root: Path, group: str, version: int, status: str, note: str,
+def models_decide(registry: Any, root: Path, group: str, version: int, status: str, note: str,
                   force: bool, since: float | None = None, rollback: bool = False, env: str = "local") -> int:
     from pipelines.approvals import change_status
 
-    decision = change_status(registry, group, version, status, note, force, state_root, since, rollback)
+    decision = change_status(registry, group, version, status, note, force, root, since, rollback)
     package = decision.package
     if decision.changed:
         print(f"{group} version {version}: {package['history'][-1]['previous']} -> {package['status']}")
@@ -138,22 +148,21 @@ def models_decide(registry: Any, state_root: Path, group: str, version: int, sta
     return 0
 
 
-def ui(env: str, state_root: Path, port: int) -> int:
+def ui(env: str, root: Path, port: int) -> int:
     """Become a real `mlflow server` on 127.0.0.1 over the local tracking store (os.execve: Ctrl-C or SIGTERM
     reach the server itself, so nothing is left running), after printing the direct URLs of each
     experiment's runs and each registered model (MLflow 3 otherwise opens on its GenAI overview)."""
     from pipelines.extras import require
-    from pipelines.stores import announce
     from pipelines.tracking import artifact_root, resolve_tracking_uri
 
     settings, repo_root = env_settings(env)
-    uri = resolve_tracking_uri(settings.tracking_uri, state_root, repo_root)
+    uri = resolve_tracking_uri(settings.tracking_uri, root, repo_root)
     if uri is None or not uri.startswith("sqlite:"):
         where = f"the MLflow server {uri}: open it in a browser" if uri else \
             "nowhere (tracking_uri: none); remove that line to use the embedded store"
         raise UsageError(f"env '{env}' tracks to {where}; `sagepipe ui` serves a local SQLite store")
     require("mlflow", "sagepipe ui")
-    announce(settings, state_root, repo_root)
+    announce(settings, root, repo_root)
     artifacts = artifact_root(uri)
     url = f"http://127.0.0.1:{port}"
     print(f"MLflow UI on {url} over {uri} (Ctrl-C stops it)")
