@@ -161,3 +161,24 @@ def test_an_old_state_without_the_records_still_reports(config: Path, home: Path
     out = io.StringIO()
     explain(RunState.load(run.path.parent), out, spec)
     assert "succeeded" in out.getvalue() and "sagepipe models approve gated 1" in out.getvalue()
+
+
+def test_an_emulated_condition_records_the_same_decision() -> None:
+    from types import SimpleNamespace
+
+    from pipelines.emulate.expressions import Scope
+    from pipelines.emulate.steps import HANDLERS, DefinitionStep
+    from pipelines.report.gate import decision_words
+
+    raw = {"Name": "Gate", "Type": "Condition", "Arguments": {"Conditions": [
+        {"Type": "GreaterThanOrEqualTo", "LeftValue": 0.8, "RightValue": {"Get": "Parameters.MinAuc"}},
+        {"Type": "Not", "Expression": {"Type": "Equals", "LeftValue": 1, "RightValue": 2}}]}}
+    step = DefinitionStep(raw, SimpleNamespace(scope=Scope({"MinAuc": 0.9}, {})), [],  # type: ignore[arg-type]
+                          {"if_true": ["Register"], "if_false": ["TooLow"]})
+    decision = HANDLERS["Condition"](step, None).decision  # type: ignore[arg-type]
+    assert decision is not None and decision["outcome"] is False and decision["branch"] == "if_false"
+    assert decision["expression"] == {"and": [0, {"not": [1]}]}
+    assert decision["branches"] == {"if_true": ["Register"], "if_false": ["TooLow"]}
+    assert [(c["op"], c["holds"], c["right_from"]) for c in decision["conditions"]] == \
+        [(">=", False, "parameter MinAuc"), ("==", False, "")]
+    assert decision_words(decision) == "(0.8 ≥ MinAuc 0.9) and (not (1 = 2)) does not hold"
