@@ -13,13 +13,14 @@ Import the fixture where it is used: `from tests.mlflow_server import mlflow_ser
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -90,3 +91,14 @@ def mlflow_server(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield uri
     finally:
         _stop(proc)
+
+
+def forkserver() -> Any:
+    """The multiprocessing context the racing tests start their processes from, with MLflow and the registry
+    preloaded so that each racer forks ready instead of importing MLflow itself. A process has one fork server,
+    and the first test to start it decides what it preloads: every test asks for the same list here. No `tests.`
+    module: the server imports from the folder it starts in (a test's tmp_path), where `tests` is another
+    package installed in site-packages, which would then shadow this one in every racer."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["mlflow", "mlflow.tracking", "pipelines.registry.mlflow_backend", "pipelines.approvals"])
+    return ctx

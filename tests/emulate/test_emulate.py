@@ -201,44 +201,6 @@ def test_run_and_emulate_read_a_boolean_param_alike(aws: dict, tmp_path: Path) -
     assert refusals == {"configs/flagged.yaml: --param flag: 'maybe' is not a boolean (true/false, yes/no or 1/0)"}
 
 
-@pytest.mark.slow
-def test_run_and_emulate_agree_on_the_example(aws: dict, tmp_path: Path) -> None:
-    """The local runner and the compiled definition, emulated: the same AUC, branch and registration."""
-    data = tmp_path / "data"
-    import subprocess
-
-    subprocess.run([sys.executable, str(REPO / "model_code" / "generate_data.py"), "--rows", "2000", "--seed", "3",
-                    "--out", str(data)], check=True, capture_output=True)
-    home = tmp_path / "home"
-    params = ["--param", f"input_data={data}", "--param", "min_auc=0.5"]
-    local = run_cli("run", "configs/fraud-detection.yaml", *params, "--json", home=home)
-    assert local.returncode == 0, local.stderr
-    local_summary = json.loads(local.stdout)
-    code, emulated, err = _emulate(home, "configs/fraud-detection.yaml", "--env", "dev", *params)
-    assert code == 0, err
-    auc = [s["metrics"]["evaluate"]["binary_classification_metrics"]["auc"]["value"] for s in (local_summary, emulated)]
-    assert abs(auc[0] - auc[1]) < 1e-6, auc
-    statuses = {s["name"]: s["status"] for s in emulated["steps"]}
-    assert statuses["register"] == "succeeded" and statuses["auc-too-low"] == "skipped"
-    (package,) = aws["sm"].list_model_packages(ModelPackageGroupName="fraud-detection")["ModelPackageSummaryList"]
-    assert package["ModelApprovalStatus"] == "PendingManualApproval"
-    described = aws["sm"].describe_model_package(ModelPackageName=package["ModelPackageArn"])
-    report = described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
-    assert emulated["execution_arn"].rsplit("/", 1)[-1] in report  # this execution's own report
-    listed = run_cli("models", "list", "--env", "dev", "--json", home=home)
-    assert listed.returncode == 0 and "fraud-detection" in listed.stdout, listed.stderr
-    # the gate fails both the same way; the emulated jobs come from the step cache
-    failing = ["--param", f"input_data={data}", "--param", "min_auc=0.99"]
-    local = run_cli("run", "configs/fraud-detection.yaml", *failing, "--json", home=home)
-    code, emulated, err = _emulate(home, "configs/fraud-detection.yaml", "--env", "dev", *failing)
-    assert local.returncode == code == 1
-    local_error = json.loads((home / "runs" / json.loads(local.stdout)["run_id"] / "state.json").read_text())
-    emulated_error = json.loads((home / "runs" / emulated["run_id"] / "state.json").read_text())
-    assert local_error["steps"]["auc-too-low"]["error"] == emulated_error["steps"]["auc-too-low"]["error"]
-    assert "is below min_auc 0.99" in emulated_error["steps"]["auc-too-low"]["error"]
-    assert emulated_error["steps"]["train"]["note"].startswith("cache hit")
-
-
 def _sdk_pipeline(s3: object, scripts: Path) -> dict:
     """A pipeline written with SDK v3's own classes (not by sagepipe): processing, a property file, ModelTrainer
     training, a condition over JsonGet, a FailStep with a Join message, and a ModelStep registration."""

@@ -22,6 +22,13 @@ def own_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
+@pytest.fixture
+def untracked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MLflow tracking (the local env's store would log every step and trial): the tests here are about the
+    emulated AWS, and tracking costs more than the jobs themselves (tests/tracking covers it)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
+
+
 def _emulate(home: Path, *args: str, cwd: Path = REPO) -> tuple[int, dict, str, float]:
     started = time.perf_counter()
     done = run_cli("emulate", *args, "--json", home=home, cwd=cwd)
@@ -115,18 +122,34 @@ def _twice(home: Path, config: str, data: Path, jobs: tuple[str, ...]) -> tuple[
 
 
 @pytest.mark.slow
-def test_lab3_advanced_the_hpo_pipeline_twice(own_aws: None, tmp_path: Path, claims: Path) -> None:
+def test_lab3_advanced_the_hpo_pipeline_twice(own_aws: None, untracked: None, tmp_path: Path, claims: Path) -> None:
     _twice(tmp_path / "home", "configs/fraud-detection-hpo.yaml", claims, ("ingest", "preprocess", "tune", "evaluate"))
 
 
+def _local(home: Path, data: Path, min_auc: str) -> subprocess.CompletedProcess:
+    return run_cli("run", "configs/fraud-detection.yaml", "--param", f"input_data={data}", "--param",
+                   f"min_auc={min_auc}", "--json", home=home)
+
+
 @pytest.mark.slow
-def test_lab3_advanced_a_second_emulation_takes_every_cache_hit_and_the_other_branch(own_aws: None, tmp_path: Path,
+def test_lab3_advanced_a_second_emulation_takes_every_cache_hit_and_the_other_branch(own_aws: None, untracked: None,
+                                                                                     tmp_path: Path,
                                                                                      claims: Path) -> None:
-    """The workshop's Lab 3 Advanced: execute the pipeline, then again with a stricter gate."""
+    """The workshop's Lab 3 Advanced: execute the pipeline, then again with a stricter gate. The local runner
+    runs the same config on the same data both times: the same AUC, branch, registration and gate failure
+    (this was test_emulate.py's test_run_and_emulate_agree_on_the_example, which emulated the same two
+    executions on the shared test server)."""
     home = tmp_path / "home"
+    local = _local(home, claims, "0.5")
+    assert local.returncode == 0, local.stderr
     first, second, _, _ = _twice(home, "configs/fraud-detection.yaml", claims, ("ingest", "preprocess", "train",
                                                                                  "evaluate"))
     assert second["metrics"]["evaluate"] == first["metrics"]["evaluate"]
+    auc = [s["metrics"]["evaluate"]["binary_classification_metrics"]["auc"]["value"]
+           for s in (json.loads(local.stdout), first)]
+    assert abs(auc[0] - auc[1]) < 1e-6, auc
+    statuses = {s["name"]: s["status"] for s in first["steps"]}
+    assert statuses["register"] == "succeeded" and statuses["auc-too-low"] == "skipped"
     # the report explains the decision from what the condition step recorded, not from the YAML
     state = json.loads((home / "runs" / second["run_id"] / "state.json").read_text())
     (compared,) = state["steps"]["check-auc"]["emulated"]["conditions"]
@@ -136,14 +159,36 @@ def test_lab3_advanced_a_second_emulation_takes_every_cache_hit_and_the_other_br
     gate = collect(state, home / "runs" / second["run_id"], None).gate
     assert gate is not None and gate.passed is False
     assert gate.sentence.startswith("ROC AUC (evaluate) ") and "< min_auc 0.99: the model did not pass" in gate.sentence
+    # the gate fails the local run the same way
+    failing = _local(home, claims, "0.99")
+    assert failing.returncode == 1, failing.stderr
+    local_error = json.loads((home / "runs" / json.loads(failing.stdout)["run_id"] / "state.json").read_text())
+    assert local_error["steps"]["auc-too-low"]["error"] == state["steps"]["auc-too-low"]["error"]
+    assert "is below min_auc 0.99" in state["steps"]["auc-too-low"]["error"]
+    assert state["steps"]["train"]["note"].startswith("cache hit")
 
     listed = json.loads(run_cli("emulated", "list", "--json", home=home).stdout)
     assert [p["executions"] for p in listed["pipelines"] if p["name"] == "fraud-detection"] == [2]
     (group,) = [g for g in listed["model_package_groups"] if g["name"] == "fraud-detection"]
     assert [v["status"] for v in group["versions"]] == ["PendingManualApproval"]
+    import boto3
+
+    from pipelines.emulate.server import emulated_aws
+
+    with emulated_aws(home / "emulate") as connect:  # the registration, as the SageMaker API and the CLI see it
+        connect("us-east-1")
+        sm = boto3.client("sagemaker")
+        (package,) = sm.list_model_packages(ModelPackageGroupName="fraud-detection")["ModelPackageSummaryList"]
+        assert package["ModelApprovalStatus"] == "PendingManualApproval"
+        described = sm.describe_model_package(ModelPackageName=package["ModelPackageArn"])
+        report = described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+        assert first["execution_arn"].rsplit("/", 1)[-1] in report  # the first execution's own report
+        models = run_cli("models", "list", "--env", "dev", "--json", home=home)
+        assert models.returncode == 0 and "fraud-detection" in models.stdout, models.stderr
 
 
-def test_a_tuning_cache_hit_hands_on_the_model_its_own_trials_wrote(own_aws: None, tmp_path: Path) -> None:
+def test_a_tuning_cache_hit_hands_on_the_model_its_own_trials_wrote(own_aws: None, untracked: None,
+                                                                    tmp_path: Path) -> None:
     """The best model's URI comes from the tuning job's properties: a cache hit's job wrote its trials under the
     earlier execution, and the step that reads the model (not cached here) finds it there."""
     pipeline = TUNING.replace("      random_seed: 3\n", "")

@@ -302,8 +302,11 @@ def test_the_fingerprint_sees_names_sizes_and_bytes_of_every_channel_file(tmp_pa
         "it records no fingerprint: an older version of the script wrote it"]
 
 
-def test_emulating_the_compiled_torch_pipeline_gives_the_local_runs_auc(torch_run: dict) -> None:
-    """The compiled definition, emulated with 2 torchrun processes, on the data the local run used."""
+def test_emulating_the_compiled_torch_pipeline_gives_the_local_runs_auc(torch_run: dict,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled definition, emulated with 2 torchrun processes, on the data the local run used. Untracked: the
+    local env's MLflow store would log every step and the model again (the local run's tracking is checked above)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
     raw = torch_run["run_dir"] / "ingest" / "processing" / "output" / "raw"
     done = run_cli("emulate", CONFIG, "--env", "dev", "--param", f"input_data={raw}", "--json",
                    home=torch_run["home"])

@@ -8,7 +8,6 @@ Each racer does what the register step does (identical(), then register()), rele
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from pipelines.registry import LocalRegistry
 from pipelines.registry.mlflow_backend import MlflowRegistry
 from tests.conftest import make_project, run_cli
+from tests.mlflow_server import forkserver
 
 GROUP, RACERS = "racing", 8
 
@@ -55,8 +55,7 @@ def test_eight_processes_registering_one_model_make_one_version(kind: str, store
         _open(kind, home).client.search_registered_models()
     assert (home / "mlflow.db").exists() == (store == "existing")
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["mlflow", "pipelines.registry.mlflow_backend"] if kind == "mlflow" else [])
+    ctx = forkserver()  # racers fork with MLflow and the registry already imported
     barrier, results = ctx.Barrier(RACERS), ctx.Queue()
     racers = [ctx.Process(target=_register, args=(kind, str(home), str(model), barrier, results))
               for _ in range(RACERS)]

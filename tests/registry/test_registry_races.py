@@ -7,7 +7,6 @@ for the file registry and the MLflow (SQLite) registry; one round also races the
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import subprocess
@@ -22,6 +21,7 @@ from pipelines.approvals import change_status
 from pipelines.registry.mlflow_backend import MlflowRegistry
 from pipelines.registry import LocalRegistry, TransitionConflict
 from tests.conftest import make_project, run_cli
+from tests.mlflow_server import forkserver
 
 GROUP, ENDPOINT = "racing", "racing-dev"
 PIPELINE = f"""
@@ -100,8 +100,7 @@ def _check_round(registry: Any, home: Path, version: int, winners: list[tuple]) 
 def test_four_processes_racing_approve_and_reject_one_pending_version(kind: str, tmp_path: Path, home: Path) -> None:
     config = _project(tmp_path, kind)
     registry = _open(kind, home)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["tests.test_registry_races", "mlflow"])
+    ctx = forkserver()  # racers fork with MLflow already imported
     shuffle = random.Random(14)
     for n in range(ROUNDS[kind]):
         version = _register(registry, config, n)

@@ -14,7 +14,7 @@ import yaml
 
 from pipelines.cli.cloud import execution_status
 from pipelines.sagemaker import aws as aws_api
-from tests.conftest import REPO
+from tests.conftest import REPO, STRAY
 from tests.sagemaker.test_aws import REGION, aws, moto_server  # noqa: F401  (fixtures)
 
 MARKER = "echo 'make test ran (replaced by a marker in this test)'"
@@ -45,47 +45,69 @@ def build_env(aws: dict, home: Path) -> dict[str, str]:  # noqa: F811
             "CODEBUILD_SRC_DIR": str(REPO), "CODEBUILD_RESOLVED_SOURCE_VERSION": "abc123", "AWS_REGION": REGION}
 
 
-@pytest.mark.slow  # emulates every config, then upserts and runs one
-def test_the_build_upserts_and_starts_the_pipeline(build_env: dict, aws: dict) -> None:  # noqa: F811
+def build_source(folder: Path, configs: tuple[str, ...]) -> Path:
+    """CODEBUILD_SRC_DIR: the repository (links to its files) with only `configs` in configs/, and its own build/,
+    so the buildspec's relative paths write here and its `configs/*.yaml` loops see just these."""
+    folder.mkdir()
+    for entry in REPO.iterdir():
+        if entry.name not in {"configs", "build", "reports", ".sagepipe", ".git", *STRAY}:
+            (folder / entry.name).symlink_to(entry)
+    (folder / "configs").mkdir()
+    for entry in (REPO / "configs").iterdir():
+        if entry.suffix != ".yaml" or entry.name in configs:
+            (folder / "configs" / entry.name).symlink_to(entry)
+    return folder
+
+
+@pytest.mark.slow  # emulates a config, then upserts and runs it
+def test_the_build_upserts_and_starts_the_pipeline(build_env: dict, aws: dict, tmp_path: Path) -> None:  # noqa: F811
+    """The whole build on a source folder with configs/fraud-detection.yaml only: the emulation loop runs the
+    same for every config (test_one_failed_emulation_fails_the_build_before_the_upsert), and the other configs'
+    emulations are their own tests (tests/model_code/test_torch.py, tests/emulate/test_emulated_aws.py)."""
     spec = yaml.safe_load((REPO / "buildspec.yml").read_text())
     assert spec["version"] == 0.2 and spec["reports"]["unit-tests"]["file-format"] == "JUNITXML"
     assert any(c.startswith("make test") and "--junitxml=reports/junit.xml" in c
                for c in spec["phases"]["pre_build"]["commands"])
-    for stale in (REPO / "build").glob("emulation*.json"):
-        stale.unlink()
-    rc, log = codebuild(spec, build_env, REPO)
+    source = build_source(tmp_path / "src", (Path(spec["env"]["variables"]["PIPELINE_CONFIG"]).name,))
+    rc, log = codebuild(spec, {**build_env, "CODEBUILD_SRC_DIR": str(source)}, source)
     assert rc == 0, log
     assert "make test ran" in log
     pipeline = aws["sm"].describe_pipeline(PipelineName="fraud-detection")
-    built = json.loads((REPO / "build" / "pipeline-definition.json").read_text())
+    built = json.loads((source / "build" / "pipeline-definition.json").read_text())
     assert json.loads(pipeline["PipelineDefinition"]) == built
-    execution = json.loads((REPO / "build" / "execution.json").read_text())
+    execution = json.loads((source / "build" / "execution.json").read_text())
     assert execution["status"] == "Succeeded" and ":pipeline/fraud-detection/execution/" in execution["arn"]
     listed = aws["sm"].list_pipeline_executions(PipelineName="fraud-detection")["PipelineExecutionSummaries"]
     assert [e["PipelineExecutionArn"] for e in listed] == [execution["arn"]]  # the emulation used its own AWS
-    configs = sorted(REPO.glob("configs/*.yaml"))
-    assert len(configs) >= 3  # fraud-detection, -torch and -hpo: every one is emulated before the upsert
+    assert len(sorted(REPO.glob("configs/*.yaml"))) >= 3  # fraud-detection, -torch and -hpo: the loop takes each
+    configs = sorted(source.glob("configs/*.yaml"))
+    assert [c.name for c in configs] == ["fraud-detection.yaml"]
+    assert sorted(p.name for p in (source / "build").glob("emulation-*.json")) == [
+        f"emulation-{config.stem}.json" for config in configs]  # one per config, written by the loop
     for config in configs:
-        emulated = json.loads((REPO / "build" / f"emulation-{config.stem}.json").read_text())
+        emulated = json.loads((source / "build" / f"emulation-{config.stem}.json").read_text())
         assert emulated["status"] == "succeeded" and emulated["execution_arn"] != execution["arn"], config.name
         assert f":pipeline/{yaml.safe_load(config.read_text())['name']}/execution/" in emulated["execution_arn"]
         assert {s["name"]: s["status"] for s in emulated["steps"]}["register"] == "succeeded", config.name
     assert sorted(spec["artifacts"]["files"]) == sorted(["build/pipeline-definition.json", "build/emulation-*.json",
                                                          "build/execution.json"])
+    assert all(list(source.glob(pattern)) for pattern in spec["artifacts"]["files"])  # in the source folder
     build = spec["phases"]["build"]["commands"]  # one shell, in order: each emulation has ended before the upsert
     (emulate,) = [i for i, c in enumerate(build) if "sagepipe emulate" in c]
     (upsert,) = [i for i, c in enumerate(build) if "sagepipe upsert" in c]
-    assert emulate < upsert and "configs/*.yaml" in build[emulate]
+    assert emulate < upsert and "for config in configs/*.yaml" in build[emulate]
 
 
 def test_a_failing_command_fails_the_build(build_env: dict, tmp_path: Path) -> None:
     spec = yaml.safe_load((REPO / "buildspec.yml").read_text())
     spec["env"]["variables"]["PIPELINE_CONFIG"] = "configs/nope.yaml"
-    rc, log = codebuild(spec, build_env, REPO)
+    source = build_source(tmp_path / "src", ("fraud-detection.yaml",))
+    env = {**build_env, "CODEBUILD_SRC_DIR": str(source)}
+    rc, log = codebuild(spec, env, source)
     assert rc != 0 and "BUILD FAILED in build" in log and "sagepipe compile" in log.split("BUILD FAILED")[1]
     broken = yaml.safe_load((REPO / "buildspec.yml").read_text())
     broken["phases"]["install"]["commands"].append("false")
-    rc, log = codebuild(broken, build_env, REPO)
+    rc, log = codebuild(broken, env, source)
     assert rc == 1 and "BUILD FAILED in install" in log and "[build]" not in log
 
 

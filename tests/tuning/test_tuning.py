@@ -140,6 +140,14 @@ def tiny_project(folder: Path, pipeline: str = TUNING, local: str | None = None)
     return config
 
 
+@pytest.fixture
+def untracked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MLflow tracking for runs and emulations whose test is not about it: the embedded store (the default
+    without an env file) logs every trial as a nested run, which takes longer than the tiny trials themselves.
+    test_local_trials_run_in_parallel_and_the_best_model_flows_downstream keeps tracking and checks those runs."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
+
+
 def _run(home: Path, config: Path, *args: str) -> tuple[int, dict, str]:
     done = run_cli("run", str(config), *args, "--json", home=home, cwd=config.parents[1])
     assert "Traceback" not in done.stderr, done.stderr
@@ -321,7 +329,7 @@ def _check_trial_runs(home: Path, run_id: str, scores: dict[int, float]) -> None
         assert abs(trial.data.metrics["validation:score"] - scores[int(trial.data.tags["sagepipe.trial"])]) < 1e-9
 
 
-def test_a_failed_trial_is_recorded_and_only_all_failing_fails_the_step(tmp_path: Path) -> None:
+def test_a_failed_trial_is_recorded_and_only_all_failing_fails_the_step(tmp_path: Path, untracked: None) -> None:
     grid = TUNING.replace("strategy: random\n      max_jobs: 4", "strategy: grid").replace(
         "        x: {continuous: [0.0, 1.0]}\n        depth: {integer: [1, 5], scaling: log}",
         "        kind: {categorical: [a, bad, c]}")
@@ -336,7 +344,7 @@ def test_a_failed_trial_is_recorded_and_only_all_failing_fails_the_step(tmp_path
     assert "all 1 trials failed (trial 1: exited with code 3: kind 'bad' cannot be trained)" in err
 
 
-def test_early_stopping_stops_a_trial_worse_than_the_median(tmp_path: Path) -> None:
+def test_early_stopping_stops_a_trial_worse_than_the_median(tmp_path: Path, untracked: None) -> None:
     pipeline = TUNING.replace("strategy: random\n      max_jobs: 4\n      max_parallel_jobs: 2",
                               "strategy: grid\n      max_parallel_jobs: 1\n      early_stopping: auto").replace(
         "        x: {continuous: [0.0, 1.0]}\n        depth: {integer: [1, 5], scaling: log}",
@@ -350,7 +358,7 @@ def test_early_stopping_stops_a_trial_worse_than_the_median(tmp_path: Path) -> N
     assert summary["metrics"]["tune"]["tuning_metrics"]["stopped"]["value"] == 1
 
 
-def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
+def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: Path, untracked: None) -> None:
     pipeline = TUNING.replace("max_parallel_jobs: 2", "max_parallel_jobs: 1").replace(
         "max_jobs: 4", "max_jobs: 5").replace("steps: 1, sleep: 0", "steps: 2, sleep: 0.5")
     config = tiny_project(tmp_path / "p", pipeline)
@@ -440,10 +448,15 @@ def test_compiled_tuning_step_is_the_sdk_tuner_over_the_model_trainer(tmp_path: 
      "which starts no torchrun; tune without distribution there"),
 ])
 def test_what_a_tuning_step_cannot_be_on_sagemaker_is_refused_at_compile(change: tuple, expected: str,
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """`sagepipe compile`, called in this process (the SDK is imported once, not once per case)."""
+    from pipelines.cli import main
+
     config = tiny_project(tmp_path / "p", TUNING.replace(*change))
-    done = run_cli("compile", str(config), "--env", "dev", home=tmp_path / "home", cwd=config.parents[1])
-    assert done.returncode == 2 and expected in done.stderr, done.stderr
+    assert main(["compile", str(config), "--env", "dev"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
 
 
 # --- emulate ----------------------------------------------------------------------------------------
@@ -458,7 +471,8 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: 
     return moto_server
 
 
-def test_emulated_tuning_runs_trials_as_training_jobs_and_hands_on_the_best_model(aws_env: str, tmp_path: Path) -> None:
+def test_emulated_tuning_runs_trials_as_training_jobs_and_hands_on_the_best_model(aws_env: str, tmp_path: Path,
+                                                                                  untracked: None) -> None:
     pipeline = TUNING.replace("      random_seed: 3\n", "")  # a seed is local only (the schema has no RandomSeed)
     config = tiny_project(tmp_path / "p", pipeline)
     home = tmp_path / "home"
@@ -491,7 +505,8 @@ def test_emulated_tuning_runs_trials_as_training_jobs_and_hands_on_the_best_mode
 
 # --- the fraud example ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fraud_hpo_beats_the_untuned_model_and_a_gate_change_reruns_nothing_before_it(tmp_path: Path) -> None:
+def test_fraud_hpo_beats_the_untuned_model_and_a_gate_change_reruns_nothing_before_it(tmp_path: Path,
+                                                                                    untracked: None) -> None:
     home = tmp_path / "home"
     done = run_cli("run", "configs/fraud-detection-hpo.yaml", "--param", "min_auc=0.5", "--json", home=home)
     assert done.returncode == 0, done.stderr
