@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -28,7 +29,9 @@ CHECKER = SHARED / "reference" / "check_definitions.py"
 # No network beyond loopback: a compile's requirements check would ask the package index; the tests that hold the
 # check turn it on themselves, over a local folder of wheels.
 os.environ.setdefault("SAGEPIPE_REQUIREMENTS_CHECK", "off")
-os.environ.setdefault("SAGEPIPE_REQUIREMENTS_CACHE", tempfile.mkdtemp(prefix="sagepipe-verdicts-"))  # not ~/.cache
+if "SAGEPIPE_REQUIREMENTS_CACHE" not in os.environ:  # not ~/.cache
+    os.environ["SAGEPIPE_REQUIREMENTS_CACHE"] = tempfile.mkdtemp(prefix="sagepipe-verdicts-")
+    atexit.register(shutil.rmtree, os.environ["SAGEPIPE_REQUIREMENTS_CACHE"], True)
 
 # A user's own settings never change a test's outcome: no tracking server, experiment or state folder of theirs.
 for _name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID",
@@ -36,6 +39,7 @@ for _name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_N
     os.environ.pop(_name, None)
 # Anything that runs before a test's own folder exists (session fixtures, collection) gets a private one too.
 os.environ["SAGEPIPE_HOME"] = tempfile.mkdtemp(prefix="sagepipe-session-home-")
+atexit.register(shutil.rmtree, os.environ["SAGEPIPE_HOME"], True)
 
 STRAY = ("mlflow.db", "mlruns", "mlartifacts")  # what MLflow writes into the working folder without a store URI
 
@@ -64,10 +68,17 @@ def the_repository_state_untouched() -> Any:
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh SAGEPIPE_HOME for every test (autouse: a test that forgets it still never sees a user's state)."""
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    """A fresh SAGEPIPE_HOME for every test (autouse: a test that forgets it still never sees a user's state).
+
+    Runs are untracked (MLFLOW_TRACKING_URI=none, so the registry is the file registry) unless the test is marked
+    `tracked`: tracking doubles a run's CPU (the model logged by the training job, the registry's MLflow import,
+    the journal writer), and most tests are about something else. Tracking and the MLflow registry have their
+    own tests, which are marked."""
     state = tmp_path / "state"
     monkeypatch.setenv("SAGEPIPE_HOME", str(state))
+    if request.node.get_closest_marker("tracked") is None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
     return state
 
 

@@ -160,10 +160,9 @@ def test_current_date_time_is_the_time_a_step_reads_it(aws: dict, tmp_path: Path
 
 
 # --- job names ------------------------------------------------------------------------------------------
-def test_two_executions_name_their_jobs_apart(aws: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_executions_name_their_jobs_apart(aws: dict, tmp_path: Path) -> None:
     """The same tuning pipeline emulated twice with caching off: its tuning job, trials (training jobs) and
     processing job have new names in the second execution (tuning job and trial names used to repeat)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")  # names are the AWS side's; MLflow would only add time
     pipeline = (TUNING.replace("      random_seed: 3\n", "").replace("max_jobs: 4", "max_jobs: 1")
                 .replace("max_parallel_jobs: 2", "max_parallel_jobs: 1")
                 .replace("    code: scripts/train.py\n", "    code: scripts/train.py\n    cache: false\n")

@@ -22,13 +22,6 @@ def own_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
-@pytest.fixture
-def untracked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MLflow tracking (the local env's store would log every step and trial): the tests here are about the
-    emulated AWS, and tracking costs more than the jobs themselves (tests/tracking covers it)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
-
-
 def _emulate(home: Path, *args: str, cwd: Path = REPO) -> tuple[int, dict, str, float]:
     started = time.perf_counter()
     done = run_cli("emulate", *args, "--json", home=home, cwd=cwd)
@@ -122,7 +115,7 @@ def _twice(home: Path, config: str, data: Path, jobs: tuple[str, ...]) -> tuple[
 
 
 @pytest.mark.slow
-def test_lab3_advanced_the_hpo_pipeline_twice(own_aws: None, untracked: None, tmp_path: Path, claims: Path) -> None:
+def test_lab3_advanced_the_hpo_pipeline_twice(own_aws: None, tmp_path: Path, claims: Path) -> None:
     _twice(tmp_path / "home", "configs/fraud-detection-hpo.yaml", claims, ("ingest", "preprocess", "tune", "evaluate"))
 
 
@@ -132,7 +125,7 @@ def _local(home: Path, data: Path, min_auc: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_lab3_advanced_a_second_emulation_takes_every_cache_hit_and_the_other_branch(own_aws: None, untracked: None,
+def test_lab3_advanced_a_second_emulation_takes_every_cache_hit_and_the_other_branch(own_aws: None,
                                                                                      tmp_path: Path,
                                                                                      claims: Path) -> None:
     """The workshop's Lab 3 Advanced: execute the pipeline, then again with a stricter gate. The local runner
@@ -187,7 +180,7 @@ def test_lab3_advanced_a_second_emulation_takes_every_cache_hit_and_the_other_br
         assert models.returncode == 0 and "fraud-detection" in models.stdout, models.stderr
 
 
-def test_a_tuning_cache_hit_hands_on_the_model_its_own_trials_wrote(own_aws: None, untracked: None,
+def test_a_tuning_cache_hit_hands_on_the_model_its_own_trials_wrote(own_aws: None,
                                                                     tmp_path: Path) -> None:
     """The best model's URI comes from the tuning job's properties: a cache hit's job wrote its trials under the
     earlier execution, and the step that reads the model (not cached here) finds it there."""

@@ -44,6 +44,7 @@ def test_a_damaged_state_file_is_one_line_and_an_exit_code(tmp_path: Path, home:
     assert listed.returncode == 0 and "Traceback" not in listed.stderr
 
 
+@pytest.mark.tracked
 def test_a_run_folder_turning_read_only_mid_run_with_tracking_on(tmp_path: Path, home: Path) -> None:
     """With MLflow tracking on, the runner's journal write into the read-only folder ended the run in an
     OSError traceback; now the run ends failed with one warning for the journal."""

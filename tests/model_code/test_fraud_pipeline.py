@@ -15,7 +15,7 @@ from tests.conftest import REPO, SHARED_DATA, run_cli
 from tests.example_run import PARAMS, ExampleRun
 
 CONFIG = "configs/fraud-detection.yaml"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.tracked, pytest.mark.slow]
 
 
 def _registry(home: Path) -> MlflowRegistry:

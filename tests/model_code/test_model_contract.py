@@ -98,6 +98,7 @@ def test_local_training_outputs_a_model_tar_gz_of_the_model_dir(trained: dict) -
 
 
 @pytest.mark.slow
+@pytest.mark.tracked
 def test_registered_archive_serves_and_transforms(trained: dict, tmp_path: Path) -> None:
     from pipelines.registry.mlflow_backend import MlflowRegistry
     from pipelines.serving.app import make_app

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO, free_port, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.tracked, pytest.mark.slow]
 CONFIG = "configs/fraud-detection-torch.yaml"
 
 

@@ -137,6 +137,7 @@ def test_a_compiled_definition_is_readable_by_others(home: Path, tmp_path: Path)
     assert stat.S_IMODE(out.stat().st_mode) & 0o044 == 0o044
 
 
+@pytest.mark.tracked
 def test_the_embedded_store_is_the_default_and_none_turns_it_off(tmp_path: Path) -> None:
     from pipelines.tracking import resolve_tracking_uri
 
@@ -145,6 +146,7 @@ def test_the_embedded_store_is_the_default_and_none_turns_it_off(tmp_path: Path)
     assert resolve_tracking_uri("none", state, tmp_path) is None
 
 
+@pytest.mark.tracked
 def test_store_line_from_outside_the_repository(home: Path, tmp_path: Path) -> None:
     shown = run_cli("models", "list", home=home, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr

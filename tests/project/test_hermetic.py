@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 from tests.hermetic import unwatch, watch
 
@@ -18,7 +20,12 @@ def test_a_test_that_asks_for_no_home_still_gets_a_private_state_folder(tmp_path
     home = Path(os.environ["SAGEPIPE_HOME"])
     assert home == tmp_path / "state"
     assert REPO not in home.parents and home != find_repo_root(REPO / "sagepipe.yaml") / ".sagepipe"
-    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert os.environ["MLFLOW_TRACKING_URI"] == "none"  # untracked unless marked, never a user's server
+
+
+@pytest.mark.tracked
+def test_a_tracked_test_gets_the_default_store_not_a_users_server() -> None:
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
 
 
 def test_the_guard_sees_a_read_in_this_process_and_a_write_by_a_subprocess(tmp_path: Path) -> None:

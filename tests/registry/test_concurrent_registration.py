@@ -21,6 +21,8 @@ from pipelines.registry.mlflow_backend import MlflowRegistry
 from tests.conftest import make_project, run_cli
 from tests.mlflow_server import forkserver
 
+pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
+
 GROUP, RACERS = "racing", 8
 
 

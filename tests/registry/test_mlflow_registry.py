@@ -16,6 +16,8 @@ import pytest
 from pipelines.registry.mlflow_backend import ALIAS, ARTIFACT_PATH, MlflowRegistry
 from tests.mlflow_server import mlflow_server  # noqa: F401  (the real server fixture)
 
+pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
+
 REPORT = {"binary_classification_metrics": {
     "auc": {"value": 0.8444301543332015, "standard_deviation": 0.0123},
     "recall": {"value": 0.61, "standard_deviation": 0.02},

@@ -16,6 +16,8 @@ from pipelines.registry.mlflow_sqlite import SqliteView
 from tests.conftest import REPO
 from tests.registry.test_mlflow_registry import REPORT, _lineage, _model
 
+pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
+
 
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

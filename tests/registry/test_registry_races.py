@@ -23,6 +23,8 @@ from pipelines.registry import LocalRegistry, TransitionConflict
 from tests.conftest import make_project, run_cli
 from tests.mlflow_server import forkserver
 
+pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
+
 GROUP, ENDPOINT = "racing", "racing-dev"
 PIPELINE = f"""
 name: racing

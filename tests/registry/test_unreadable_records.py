@@ -19,6 +19,8 @@ from pipelines.registry import LocalRegistry
 from pipelines.registry.mlflow_backend import MlflowRegistry
 from tests.conftest import make_project, run_cli
 
+pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
+
 GROUP = "fraud"
 PIPELINE = "name: p\nsteps:\n  - {name: deploy, type: deploy, model_group: fraud, endpoint_name: fraud-dev}\n"
 

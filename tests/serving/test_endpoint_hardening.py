@@ -27,7 +27,7 @@ from tests.example_run import ExampleRun
 sys.path.insert(0, str(REPO / "model_code"))
 from fraud_schema import RAW_FEATURES  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.tracked, pytest.mark.slow]  # the example model, in MLflow's registry
 READ_TIMEOUT_S = 1  # the server's SAGEPIPE_READ_TIMEOUT_S here, so that stalled bodies time out quickly
 MAX_BODY = 2_000_000  # and its SAGEPIPE_MAX_BODY_BYTES
 # A TLS 1.2 ClientHello's first bytes: what an https:// client sends to a plain-HTTP port.

@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import REPO, free_port, wait_for_http
 from tests.example_run import ExampleRun
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.tracked, pytest.mark.slow]
 CLI = [sys.executable, "-m", "pipelines.cli"]
 
 

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "model_code"))
 from model_io import FraudModel  # noqa: E402
 from fraud_schema import RAW_FEATURES  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.tracked, pytest.mark.slow]  # the example model, in MLflow's registry
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ from pipelines.registry.mlflow_backend import MlflowRegistry
 from pipelines.step_api import StepContext
 from tests.conftest import make_project
 
+pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
+
 GROUP, ENDPOINT = "window", "window-dev"
 PIPELINE = f"""
 name: window

@@ -22,6 +22,8 @@ from pipelines.tracking_journal import record_status
 from tests.conftest import REPO, free_port, make_project, run_cli
 from tests.mlflow_server import mlflow_server  # noqa: F401  (the real server fixture)
 
+pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
+
 TRACKED = """
 name: tracked
 parameters:

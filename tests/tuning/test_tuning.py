@@ -140,14 +140,6 @@ def tiny_project(folder: Path, pipeline: str = TUNING, local: str | None = None)
     return config
 
 
-@pytest.fixture
-def untracked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No MLflow tracking for runs and emulations whose test is not about it: the embedded store (the default
-    without an env file) logs every trial as a nested run, which takes longer than the tiny trials themselves.
-    test_local_trials_run_in_parallel_and_the_best_model_flows_downstream keeps tracking and checks those runs."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
-
-
 def _run(home: Path, config: Path, *args: str) -> tuple[int, dict, str]:
     done = run_cli("run", str(config), *args, "--json", home=home, cwd=config.parents[1])
     assert "Traceback" not in done.stderr, done.stderr
@@ -281,6 +273,7 @@ def test_tuning_config_errors_name_the_line_and_the_fix(case: str, tmp_path: Pat
 LOCAL_TRACKING = "tracking_uri: sqlite:///.sagepipe/mlflow.db\n"
 
 
+@pytest.mark.tracked  # each trial's MLflow run is checked
 def test_local_trials_run_in_parallel_and_the_best_model_flows_downstream(tmp_path: Path) -> None:
     config = tiny_project(tmp_path / "p", local=LOCAL_TRACKING)
     home = tmp_path / "home"
@@ -329,7 +322,7 @@ def _check_trial_runs(home: Path, run_id: str, scores: dict[int, float]) -> None
         assert abs(trial.data.metrics["validation:score"] - scores[int(trial.data.tags["sagepipe.trial"])]) < 1e-9
 
 
-def test_a_failed_trial_is_recorded_and_only_all_failing_fails_the_step(tmp_path: Path, untracked: None) -> None:
+def test_a_failed_trial_is_recorded_and_only_all_failing_fails_the_step(tmp_path: Path) -> None:
     grid = TUNING.replace("strategy: random\n      max_jobs: 4", "strategy: grid").replace(
         "        x: {continuous: [0.0, 1.0]}\n        depth: {integer: [1, 5], scaling: log}",
         "        kind: {categorical: [a, bad, c]}")
@@ -344,7 +337,7 @@ def test_a_failed_trial_is_recorded_and_only_all_failing_fails_the_step(tmp_path
     assert "all 1 trials failed (trial 1: exited with code 3: kind 'bad' cannot be trained)" in err
 
 
-def test_early_stopping_stops_a_trial_worse_than_the_median(tmp_path: Path, untracked: None) -> None:
+def test_early_stopping_stops_a_trial_worse_than_the_median(tmp_path: Path) -> None:
     pipeline = TUNING.replace("strategy: random\n      max_jobs: 4\n      max_parallel_jobs: 2",
                               "strategy: grid\n      max_parallel_jobs: 1\n      early_stopping: auto").replace(
         "        x: {continuous: [0.0, 1.0]}\n        depth: {integer: [1, 5], scaling: log}",
@@ -358,7 +351,7 @@ def test_early_stopping_stops_a_trial_worse_than_the_median(tmp_path: Path, untr
     assert summary["metrics"]["tune"]["tuning_metrics"]["stopped"]["value"] == 1
 
 
-def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: Path, untracked: None) -> None:
+def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
     pipeline = TUNING.replace("max_parallel_jobs: 2", "max_parallel_jobs: 1").replace(
         "max_jobs: 4", "max_jobs: 5").replace("steps: 1, sleep: 0", "steps: 2, sleep: 0.5")
     config = tiny_project(tmp_path / "p", pipeline)
@@ -471,8 +464,7 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: 
     return moto_server
 
 
-def test_emulated_tuning_runs_trials_as_training_jobs_and_hands_on_the_best_model(aws_env: str, tmp_path: Path,
-                                                                                  untracked: None) -> None:
+def test_emulated_tuning_runs_trials_as_training_jobs_and_hands_on_the_best_model(aws_env: str, tmp_path: Path) -> None:
     pipeline = TUNING.replace("      random_seed: 3\n", "")  # a seed is local only (the schema has no RandomSeed)
     config = tiny_project(tmp_path / "p", pipeline)
     home = tmp_path / "home"
@@ -505,8 +497,7 @@ def test_emulated_tuning_runs_trials_as_training_jobs_and_hands_on_the_best_mode
 
 # --- the fraud example ------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_fraud_hpo_beats_the_untuned_model_and_a_gate_change_reruns_nothing_before_it(tmp_path: Path,
-                                                                                    untracked: None) -> None:
+def test_fraud_hpo_beats_the_untuned_model_and_a_gate_change_reruns_nothing_before_it(tmp_path: Path) -> None:
     home = tmp_path / "home"
     done = run_cli("run", "configs/fraud-detection-hpo.yaml", "--param", "min_auc=0.5", "--json", home=home)
     assert done.returncode == 0, done.stderr
