@@ -38,10 +38,9 @@ def validate_frames(frames: dict[str, pd.DataFrame], suite: dict[str, Any]) -> l
             name = file.replace(".", "_")
             batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("whole")
             wanted = expectations(suite.get(file, {}), list(frame.columns), string_type)
-            gx_suite = context.suites.add(gx.ExpectationSuite(name=name))
-            for expectation in wanted:
-                gx_suite.add_expectation(getattr(gx.expectations, _class_name(expectation["type"]))(
-                    **expectation["kwargs"]))
+            # built whole, then stored once: a stored suite rewrites its file on every add_expectation
+            gx_suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=[
+                getattr(gx.expectations, _class_name(e["type"]))(**e["kwargs"]) for e in wanted]))
             definition = context.validation_definitions.add(gx.ValidationDefinition(data=batch, suite=gx_suite,
                                                                                     name=name))
             result = definition.run(batch_parameters={"dataframe": frame}, result_format={"result_format": "SUMMARY"})

@@ -89,6 +89,38 @@ def run_cli(*args: str, home: Path, cwd: Path = REPO, timeout: float = 600) -> s
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_cli_here(*args: str, home: Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`sagepipe ARGS` in this process, its output captured as run_cli captures it. For a scenario's many short
+    commands whose subprocess would mostly import MLflow again; the scenario's runs still go through run_cli."""
+    import contextlib
+    import io
+    import logging
+
+    from pipelines.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    own = logging.getLogger("sagepipe")
+    handlers, saved_home, saved_cwd = list(own.handlers), os.environ.get("SAGEPIPE_HOME"), os.getcwd()
+    os.environ["SAGEPIPE_HOME"] = str(home)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exc:  # argparse
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(saved_cwd)
+        if saved_home is None:
+            os.environ.pop("SAGEPIPE_HOME", None)
+        else:
+            os.environ["SAGEPIPE_HOME"] = saved_home
+        for handler in own.handlers[:]:  # a handler made here writes to this call's captured stderr
+            if handler not in handlers:
+                own.removeHandler(handler)
+    return subprocess.CompletedProcess(["sagepipe", *args], code, out.getvalue(), err.getvalue())
+
+
 def wait_for_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
     """netutil.wait_for_http, failing the test with the tail of the process's output."""
     from pipelines.netutil import wait_for_http as wait

@@ -17,9 +17,6 @@ from pipelines.cli.stores import announce, env_settings, open_for_env
 from pipelines.cli.support import state_root
 from pipelines.errors import UsageError
 
-STARTED = time.time()  # when this command began: a registry decision recorded later by someone else conflicts
-
-
 def list_command(args: argparse.Namespace) -> int:
     return models_list(open_for_env(args.env, state_root()), args.group, args.json)
 
@@ -29,13 +26,15 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def approve_command(args: argparse.Namespace) -> int:
+    started = time.time()  # when this command began: a registry decision recorded later by someone else conflicts
     return models_decide(open_for_env(args.env, state_root()), state_root(), args.group, args.version, "Approved",
-                         args.note, args.force, STARTED, False, args.env)
+                         args.note, args.force, started, False, args.env)
 
 
 def reject_command(args: argparse.Namespace) -> int:
+    started = time.time()
     return models_decide(open_for_env(args.env, state_root()), state_root(), args.group, args.version, "Rejected",
-                         args.note, False, STARTED, args.rollback, args.env)
+                         args.note, False, started, args.rollback, args.env)
 
 
 def ui_command(args: argparse.Namespace) -> int:

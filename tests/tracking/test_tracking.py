@@ -19,7 +19,7 @@ import pytest
 from pipelines.approvals import DEPLOY_ON_APPROVAL, matches, state_change_event
 from pipelines.registry.mlflow_backend import MlflowRegistry
 from pipelines.tracking_journal import record_status
-from tests.conftest import REPO, free_port, make_project, run_cli
+from tests.conftest import REPO, free_port, make_project, run_cli, run_cli_here
 from tests.mlflow_server import mlflow_server  # noqa: F401  (the real server fixture)
 
 pytestmark = pytest.mark.tracked  # MLflow tracking and registry, as a user has them
@@ -145,7 +145,10 @@ def test_a_run_is_a_parent_run_with_a_nested_run_per_executed_step(project: tupl
 
 
 def _models(folder: Path, home: Path, *args: str) -> subprocess.CompletedProcess:
-    done = run_cli("models", *args, home=home, cwd=folder)
+    # In this process: MLflow is imported once. Several commands in one process also hold what a command-line
+    # test cannot: a decision's "while you were deciding" time is the command's start, not the module's import
+    # (a rejection followed by a forced approval in one process once refused as a conflict).
+    done = run_cli_here("models", *args, home=home, cwd=folder)
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
