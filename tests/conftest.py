@@ -99,8 +99,9 @@ def run_cli_here(*args: str, home: Path, cwd: Path = REPO) -> subprocess.Complet
     from pipelines.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    own = logging.getLogger("sagepipe")
-    handlers, saved_home, saved_cwd = list(own.handlers), os.environ.get("SAGEPIPE_HOME"), os.getcwd()
+    loggers = [logging.getLogger("sagepipe"), logging.getLogger()]  # main() sets up both
+    saved_loggers = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in loggers]
+    saved_home, saved_cwd = os.environ.get("SAGEPIPE_HOME"), os.getcwd()
     os.environ["SAGEPIPE_HOME"] = str(home)
     os.chdir(cwd)
     try:
@@ -115,9 +116,10 @@ def run_cli_here(*args: str, home: Path, cwd: Path = REPO) -> subprocess.Complet
             os.environ.pop("SAGEPIPE_HOME", None)
         else:
             os.environ["SAGEPIPE_HOME"] = saved_home
-        for handler in own.handlers[:]:  # a handler made here writes to this call's captured stderr
-            if handler not in handlers:
-                own.removeHandler(handler)
+        for logger, handlers, level, propagate in saved_loggers:  # a handler made here writes to this call's
+            logger.handlers[:] = handlers                           # stderr, which is gone after it
+            logger.setLevel(level)
+            logger.propagate = propagate
     return subprocess.CompletedProcess(["sagepipe", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -67,6 +67,22 @@ def verbosity_args(parser: argparse.ArgumentParser, top: bool = False) -> None:
                 verbosity_args(child)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler on whatever sys.stderr is when it writes: a program that calls main() twice with its stderr
+    redirected (a test's capture, an embedding tool) must not keep writing to the first, closed stream."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: int, quiet: int) -> None:
     """sagepipe's own messages (the `sagepipe` logger, plain text on stderr) at INFO by default; -v adds
     DEBUG and other libraries' INFO, -q hides INFO, -qq WARNING."""
@@ -74,8 +90,8 @@ def setup_logging(verbose: int, quiet: int) -> None:
     own = logging.getLogger("sagepipe")
     own.setLevel({1: logging.DEBUG, 0: logging.INFO, -1: logging.WARNING}.get(max(min(shift, 1), -2),
                                                                             logging.ERROR))
-    if not own.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in own.handlers):  # others' handlers (a test's) are extra
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         own.addHandler(handler)
         own.propagate = False

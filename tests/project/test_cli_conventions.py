@@ -210,3 +210,21 @@ def test_the_readme_gives_a_busy_run_folder_its_real_exit_code() -> None:
 
     said = re.search(r"`sagepipe resume` of a run in use exits (\d)", (REPO / "README.md").read_text())
     assert said and int(said[1]) == RunUnavailable.exit_code == 4
+
+
+def test_main_called_twice_writes_its_messages_to_the_stderr_of_each_call(home: Path) -> None:
+    """sagepipe's log handler follows sys.stderr: a second main() in one process (a test, an embedding tool)
+    once wrote to the first call's redirected stream, closed by then ("I/O operation on closed file")."""
+    import contextlib
+    import io
+
+    from pipelines.cli import main
+
+    seen = []
+    for _ in range(2):
+        with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+            assert main(["models", "list"]) == 0
+        seen.append(err.getvalue())
+        err.close()  # as a test's capture is closed after its test
+    assert all(s.startswith(f"store: tracking off (tracking_uri: none); registry: files under {home}")
+               and "Logging error" not in s for s in seen), seen
