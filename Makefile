@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/compile_speed.py
 	$(BIN)/python benchmarks/serving_speed.py
 	$(BIN)/python benchmarks/serving_connections.py
+	$(BIN)/python benchmarks/serving_capture.py
 	$(BIN)/python benchmarks/transform_memory.py
 	$(BIN)/python benchmarks/ddp_throughput.py
 	$(BIN)/python benchmarks/emulate_overhead.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable
 
 from pipelines.cli import cloud, emulate, models, project, runs, serving, support
@@ -69,6 +70,20 @@ def _int_in(low: int, high: int | None = None) -> Any:
         if value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{value} is out of range: {low} to {high}" if high is not None
                                              else f"{value} is out of range: at least {low}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float) -> Any:
+    """An argparse type: a number from low to high."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+        if not low <= value <= high:  # NaN is refused too
+            raise argparse.ArgumentTypeError(f"{text} is out of range: {low:g} to {high:g}")
         return value
 
     return parse
@@ -192,6 +207,10 @@ def _serving_args(sub: Any) -> None:
     serve.add_argument("target", metavar="GROUP[@VERSION|@approved]|ENDPOINT")
     serve.add_argument("--port", type=_int_in(1, 65535), default=8080, help="TCP port on 127.0.0.1 (default 8080)")
     serve.add_argument("--workers", type=_int_in(1), default=2, help="worker processes (default 2)")
+    serve.add_argument("--capture", type=Path, metavar="DIR",
+                       help="capture requests and responses under DIR in SageMaker's data-capture format")
+    serve.add_argument("--capture-percent", type=_float_in(0, 100), default=100.0, metavar="P",
+                       help="the percentage of calls to capture (default 100)")
     serve.add_argument("--env", default="local")
     batch = sub.add_parser("transform", help="batch inference over a CSV or Parquet file")
     batch.add_argument("target", metavar="GROUP[@VERSION|@approved]")

@@ -17,7 +17,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     root = state_root()
     record = resolve(args.target, open_for_env(args.env, root), root)
-    return run_server(record, args.port, args.workers)
+    return run_server(record, args.port, args.workers, capture=args.capture, capture_percent=args.capture_percent)
 
 
 def transform_command(args: argparse.Namespace) -> int:

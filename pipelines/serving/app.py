@@ -119,8 +119,11 @@ def route(path: str, method: str) -> None:
 
 
 def make_app(record_path: Path) -> Callable[..., Iterable[bytes]]:
+    from pipelines.serving.capture import Capture
+
     endpoint = Endpoint(record_path)
     endpoint.current()  # load at worker start, so /ping turns 200 as soon as possible
+    capture = Capture.from_env(record_path.stem)
 
     def respond(start: Callable, status: str, body: bytes, content_type: str,
                 headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
@@ -155,6 +158,9 @@ def make_app(record_path: Path) -> Callable[..., Iterable[bytes]]:
         except Exception as exc:  # a bug, not bad input: log it, answer 500 without the traceback
             traceback.print_exc()
             return error(start, "500 Internal Server Error", f"prediction failed: {type(exc).__name__}")
+        if capture is not None and capture.sampled():  # written before the answer: SIGTERM loses no answered call
+            capture.record(body, environ.get("CONTENT_TYPE", ""), out, content_type,
+                           environ.get("HTTP_X_AMZN_SAGEMAKER_INFERENCE_ID"))
         return respond(start, "200 OK", out, content_type, version)
 
     return app

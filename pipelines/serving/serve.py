@@ -96,7 +96,8 @@ def ensure_server(record_path: Path, port: int, workers: int) -> str:
     return f"started its server, pid {proc.pid}, on http://127.0.0.1:{port}; log {log.name}"
 
 
-def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.1") -> int:
+def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.1", capture: Path | None = None,
+               capture_percent: float = 100.0) -> int:
     """Replace this process with gunicorn (so SIGTERM reaches it and shutdown is graceful); its workers are
     gevent workers (pipelines/serving/worker.py), which slow clients cannot block. Each worker holds at most its
     share of SAGEPIPE_MAX_CONNECTIONS (pipelines/serving/limits.py): at the cap, the connection that has waited
@@ -112,6 +113,12 @@ def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.
               "with ulimit -n)", file=sys.stderr, flush=True)
     env = {**os.environ, "SAGEPIPE_ENDPOINT_RECORD": str(record_path.resolve()),
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    if capture is not None:
+        from pipelines.serving.capture import ENV_DIR, ENV_PERCENT
+
+        env.update({ENV_DIR: str(capture.resolve()), ENV_PERCENT: str(capture_percent)})
+        print(f"  capturing {capture_percent:g} % of calls under {capture.resolve() / record_path.stem} "
+              "(SageMaker's data-capture format)", file=sys.stderr, flush=True)
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
             "--worker-class", "pipelines.serving.worker.EndpointWorker", "--worker-connections", str(held),
             "--backlog", "2048", "--graceful-timeout", "20", "--timeout", "60", "--keep-alive", str(HEADER_TIMEOUT_S),
