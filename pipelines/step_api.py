@@ -99,8 +99,9 @@ class Serving(Protocol):
         """Point a local endpoint at one registered version (a running server follows); its record."""
         ...
 
-    def ensure_server(self, record: Path, port: int, workers: int) -> str:
-        """Start a server for the endpoint unless one runs; what was done, in words."""
+    def ensure_server(self, record: Path, port: int, workers: int, capture_percent: int | None = None) -> str:
+        """Start a server for the endpoint unless one runs (capturing that percentage of calls in SageMaker's
+        data-capture format, unless None); what was done, in words."""
         ...
 
     def scoring_command(self, model: Path, source: Path, target: Path, threshold: float,

@@ -136,7 +136,10 @@ class DeployStep(Deploys):
             record = serving.switch_endpoint(self.endpoint_name, current, registry, trigger)
             done = f"endpoint {self.endpoint_name} now serves {self.model_group} version {version}"
             if self.local.serve:
-                done += f" ({serving.ensure_server(record, self.local.port, self.local.workers)})"
+                capture = self.endpoint.data_capture
+                started = serving.ensure_server(record, self.local.port, self.local.workers,
+                                                capture.sampling_percent if capture.enabled else None)
+                done += f" ({started})"
         return done
 
     def compile_sagemaker(self, cc: CompileContext) -> None:

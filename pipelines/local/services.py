@@ -86,10 +86,10 @@ class LocalServing:
 
         return write_record(self.state_root, endpoint_record(package, registry, endpoint, trigger))
 
-    def ensure_server(self, record: Path, port: int, workers: int) -> str:
+    def ensure_server(self, record: Path, port: int, workers: int, capture_percent: int | None = None) -> str:
         from pipelines.serving.serve import ensure_server
 
-        return ensure_server(record, port, workers)
+        return ensure_server(record, port, workers, capture_percent)
 
     def scoring_command(self, model: Path, source: Path, target: Path, threshold: float,
                         chunk_rows: int) -> tuple[list[str], dict[str, str]]:

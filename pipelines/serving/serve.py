@@ -76,8 +76,10 @@ def resolve(target: str, registry: Any, state_root: Path) -> Path:
         return write_record(state_root, record)
 
 
-def ensure_server(record_path: Path, port: int, workers: int) -> str:
-    """Start `sagepipe serve` for an endpoint in the background unless it already runs; says which."""
+def ensure_server(record_path: Path, port: int, workers: int, capture_percent: int | None = None) -> str:
+    """Start `sagepipe serve` for an endpoint in the background unless it already runs; says which. With
+    capture_percent it captures under the state folder's capture/ (the local stand-in of the S3 destination);
+    a server already running keeps the settings it was started with."""
     import json
     import subprocess
 
@@ -89,11 +91,14 @@ def ensure_server(record_path: Path, port: int, workers: int) -> str:
     except (OSError, ValueError, KeyError):
         pass
     log = open(record_path.with_suffix(".server.log"), "ab")
+    capture = record_path.parents[1] / "capture"
+    extra = [] if capture_percent is None else ["--capture", str(capture), "--capture-percent", str(capture_percent)]
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "serve", record_path.stem, "--port", str(port),
-                             "--workers", str(workers)], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                             "--workers", str(workers), *extra], stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, "SAGEPIPE_HOME": str(record_path.parents[1])})
     atomic_write_json(pid_file, {"pid": proc.pid, "port": port})
-    return f"started its server, pid {proc.pid}, on http://127.0.0.1:{port}; log {log.name}"
+    captured = "" if capture_percent is None else f", capturing {capture_percent} % of calls under {capture}"
+    return f"started its server, pid {proc.pid}, on http://127.0.0.1:{port}{captured}; log {log.name}"
 
 
 def run_server(record_path: Path, port: int, workers: int, host: str = "127.0.0.1", capture: Path | None = None,

@@ -96,13 +96,15 @@ class FakeRegistry:
 class FakeServing:
     def __init__(self) -> None:
         self.switched: list[tuple[str, int]] = []
+        self.servers: list[tuple[str, int, int, int | None]] = []
 
     def switch_endpoint(self, endpoint: str, package: dict[str, Any], registry: Any, trigger: str) -> Path:
         self.switched.append((endpoint, package["version"]))
         return Path("/nowhere") / f"{endpoint}.json"
 
-    def ensure_server(self, record: Path, port: int, workers: int) -> str:
-        raise AssertionError("no server in this test")
+    def ensure_server(self, record: Path, port: int, workers: int, capture_percent: int | None = None) -> str:
+        self.servers.append((record.stem, port, workers, capture_percent))
+        return "a server"
 
     def scoring_command(self, model: Path, source: Path, target: Path, threshold: float,
                         chunk_rows: int) -> tuple[list[str], dict[str, str]]:
@@ -219,3 +221,20 @@ def test_local_serving_scores_with_the_engine_process(tmp_path: Path) -> None:
     assert argv[1:3] == ["-m", "pipelines.local.score_file"] and argv[argv.index("--threshold") + 1] == "0.25"
     assert env["PYTHONPATH"].split(":")[0] == str(Path(services.__file__).resolve().parents[2])
     assert json.loads(json.dumps(env))  # plain strings, as run_process takes them
+
+
+@pytest.mark.parametrize("endpoint,capture", [("", None), ("\n    endpoint: {data_capture: {enabled: true, sampling_percent: 20}}", 20)])
+def test_a_deploy_that_serves_locally_captures_as_its_data_capture_says(tmp_path: Path, home: Path, endpoint: str,
+                                                                       capture: int | None) -> None:
+    """The endpoint's data_capture (what SageMaker's endpoint captures) also turns on the local server's capture."""
+    pipeline = PIPELINE.replace(
+        "  - {name: ship, type: deploy, depends_on: [publish], model_group: served, endpoint_name: served-dev}\n",
+        "  - name: ship\n    type: deploy\n    depends_on: [publish]\n    model_group: served\n"
+        f"    endpoint_name: served-dev\n    local: {{serve: true, port: 8123, workers: 1}}{endpoint}\n")
+    config = make_project(tmp_path / "project", "served", pipeline, {}, ("emit.py", "train.py", "score.py"))
+    spec = load_pipeline(config)
+    serving = FakeServing()
+    state = LocalRunner(spec, home, services=RunServices(spec, home, registry=FakeRegistry(), serving=serving)).run()
+    assert state.data["status"] == "succeeded", state.data
+    assert serving.servers == [("served-dev", 8123, 1, capture)]
+    assert state.step("ship")["note"].endswith("(a server)")

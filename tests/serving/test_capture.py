@@ -10,6 +10,8 @@ import random
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,3 +116,45 @@ def test_serve_captures_every_answered_call_and_sigterm_loses_none(example_run: 
 def test_a_bad_capture_percent_is_a_usage_error(tmp_path: Path) -> None:
     done = run_cli("serve", "fraud-detection", "--capture", str(tmp_path), "--capture-percent", "150", home=tmp_path)
     assert done.returncode == 2 and "--capture-percent: 150 is out of range: 0 to 100" in done.stderr
+
+
+@pytest.mark.tracked  # the example model, in MLflow's registry
+def test_the_deploy_steps_background_server_captures_under_the_state_folder(example_run: ExampleRun,
+                                                                           tmp_path: Path) -> None:
+    """What a deploy step with `local.serve` and `endpoint.data_capture` starts: `sagepipe serve` capturing under
+    the state folder's capture/, the local stand-in of the capture's S3 destination."""
+    from pipelines.serving.serve import ensure_server
+
+    run = example_run.copy(tmp_path / "copy")
+    assert run_cli("models", "approve", "fraud-detection", "1", home=run.home).returncode == 0
+    record = run.home / "endpoints" / "fraud-detection-dev.json"
+    port = free_port()
+    said = ensure_server(record, port, 1, 100)
+    pid = json.loads(record.with_suffix(".server.json").read_text())["pid"]
+    try:
+        assert f"capturing 100 % of calls under {run.home / 'capture'}" in said, said
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2).read()
+                break
+            except OSError:
+                assert time.time() < deadline, record.with_suffix(".server.log").read_text()
+                time.sleep(0.2)
+        body = b"policy_id,claim_amount\n"  # refused (400): not captured; SageMaker captures answered calls
+        request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "text/csv"})
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(request, timeout=10)
+        assert not list((run.home / "capture").rglob("*.jsonl"))
+        import pandas as pd
+
+        row = pd.read_parquet(run.test_split / "test.parquet").drop(columns=["fraud"], errors="ignore").head(1)
+        request = urllib.request.Request(f"{url}/invocations", data=row.to_json(orient="records").encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = response.read().decode()
+        (captured,) = _lines(run.home / "capture" / "fraud-detection-dev" / "AllTraffic")
+        assert captured["captureData"]["endpointOutput"]["data"] == answer
+    finally:
+        os.kill(pid, signal.SIGTERM)
