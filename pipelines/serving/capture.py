@@ -32,24 +32,19 @@ def encoding_of(content_type: str) -> str:
     return "BASE64"
 
 
-def _data(body: bytes, encoding: str) -> str:
-    if encoding != "BASE64":
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return base64.b64encode(body).decode("ascii")
-
-
 def capture_record(request: bytes, request_type: str, response: bytes, response_type: str, at: datetime,
                    event_id: str, inference_id: str | None = None) -> dict:
     """One call in SageMaker's data-capture record shape."""
     def side(mode: str, body: bytes, content_type: str) -> dict:
-        encoding = encoding_of(content_type)
-        if encoding == "CSV" and body and not _is_utf8(body):
-            encoding = "BASE64"
-        return {"observedContentType": content_type, "mode": mode, "data": _data(body, encoding),
-                "encoding": encoding}
+        encoding, data = encoding_of(content_type), None
+        if encoding != "BASE64":
+            try:
+                data = body.decode("utf-8")
+            except UnicodeDecodeError:  # CSV or JSON that is not UTF-8 text: kept as bytes, and labelled so
+                encoding = "BASE64"
+        if data is None:
+            data = base64.b64encode(body).decode("ascii")
+        return {"observedContentType": content_type, "mode": mode, "data": data, "encoding": encoding}
 
     metadata = {"eventId": event_id, "inferenceTime": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
     if inference_id:
@@ -57,14 +52,6 @@ def capture_record(request: bytes, request_type: str, response: bytes, response_
     return {"captureData": {"endpointInput": side("INPUT", request, request_type),
                             "endpointOutput": side("OUTPUT", response, response_type)},
             "eventMetadata": metadata, "eventVersion": "0"}
-
-
-def _is_utf8(body: bytes) -> bool:
-    try:
-        body.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
 
 
 class Capture:

@@ -45,6 +45,8 @@ def test_a_record_has_sagemakers_shape_and_encodings() -> None:
     assert npy["captureData"]["endpointOutput"]["encoding"] == "CSV" and "inferenceId" not in npy["eventMetadata"]
     latin = capture_record(b"caf\xe9", "text/csv", b"", "text/csv", at, "e-3")["captureData"]["endpointInput"]
     assert latin["encoding"] == "BASE64" and base64.b64decode(latin["data"]) == b"caf\xe9"  # not valid UTF-8
+    latin_json = capture_record(b'["caf\xe9"]', "application/json", b"", "text/csv", at, "e-4")
+    assert latin_json["captureData"]["endpointInput"]["encoding"] == "BASE64"  # its data is base64, not JSON text
 
 
 def test_files_are_per_hour_and_rotate_after_max_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
