@@ -17,34 +17,11 @@ from pipelines.local.runner import LocalRunner
 from pipelines.local.services import LocalServing, RunServices
 from pipelines.step_api import Deploys, Step, deploy_steps
 from tests.conftest import make_project
+from tests.gated_pipeline import SCRIPTS, gated_pipeline
 from tests.project.test_import_graph import import_graph
 
-PIPELINE = """
-name: served
-parameters:
-  min_auc: {type: float, default: 0.7}
-steps:
-  - {name: prepare, type: processing, code: scripts/emit.py, outputs: [data]}
-  - name: train
-    type: training
-    code: scripts/train.py
-    inputs: {train: "${steps.prepare.outputs.data}"}
-  - name: evaluate
-    type: evaluation
-    code: scripts/score.py
-    arguments: [--auc, "0.8125"]
-    outputs: [evaluation]
-  - name: gate
-    type: condition
-    condition: {left: "${steps.evaluate.metrics.binary_classification_metrics.auc.value}", op: ">=",
-                right: "${params.min_auc}"}
-    if_true: [publish]
-    if_false: [too-low]
-  - {name: too-low, type: fail, message: "too low"}
-  - {name: publish, type: register, model: "${steps.train.outputs.model}", model_group: served,
-     approval_status: Approved}
-  - {name: ship, type: deploy, depends_on: [publish], model_group: served, endpoint_name: served-dev}
-"""
+PIPELINE = gated_pipeline("served", approved=True) + \
+    "  - {name: ship, type: deploy, depends_on: [publish], model_group: served, endpoint_name: served-dev}\n"
 FORBIDDEN = ("pipelines.registry", "pipelines.serving", "pipelines.tracking", "pipelines.tracking_journal",
              "pipelines.tracking_writer")
 
@@ -52,7 +29,7 @@ FORBIDDEN = ("pipelines.registry", "pipelines.serving", "pipelines.tracking", "p
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
-    return make_project(tmp_path / "project", "served", PIPELINE, {}, ("emit.py", "train.py", "score.py"))
+    return make_project(tmp_path / "project", "served", PIPELINE, {}, SCRIPTS)
 
 
 class FakeRegistry:
@@ -231,7 +208,7 @@ def test_a_deploy_that_serves_locally_captures_as_its_data_capture_says(tmp_path
         "  - {name: ship, type: deploy, depends_on: [publish], model_group: served, endpoint_name: served-dev}\n",
         "  - name: ship\n    type: deploy\n    depends_on: [publish]\n    model_group: served\n"
         f"    endpoint_name: served-dev\n    local: {{serve: true, port: 8123, workers: 1}}{endpoint}\n")
-    config = make_project(tmp_path / "project", "served", pipeline, {}, ("emit.py", "train.py", "score.py"))
+    config = make_project(tmp_path / "project", "served", pipeline, {}, SCRIPTS)
     spec = load_pipeline(config)
     serving = FakeServing()
     state = LocalRunner(spec, home, services=RunServices(spec, home, registry=FakeRegistry(), serving=serving)).run()

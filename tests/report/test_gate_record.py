@@ -18,31 +18,9 @@ from pipelines.report import write_report
 from pipelines.report.collect import collect
 from pipelines.tracking import headline_record
 from tests.conftest import make_project
+from tests.gated_pipeline import SCRIPTS, gated_pipeline
 
-PIPELINE = """
-name: gated
-parameters:
-  min_auc: {type: float, default: 0.7}
-steps:
-  - {name: prepare, type: processing, code: scripts/emit.py, outputs: [data]}
-  - name: train
-    type: training
-    code: scripts/train.py
-    inputs: {train: "${steps.prepare.outputs.data}"}
-  - name: evaluate
-    type: evaluation
-    code: scripts/score.py
-    arguments: [--auc, "0.8125"]
-    outputs: [evaluation]
-  - name: gate
-    type: condition
-    condition: {left: "${steps.evaluate.metrics.binary_classification_metrics.auc.value}", op: ">=",
-                right: "${params.min_auc}"}
-    if_true: [publish]
-    if_false: [too-low]
-  - {name: too-low, type: fail, message: "too low"}
-  - {name: publish, type: register, model: "${steps.train.outputs.model}", model_group: gated}
-"""
+PIPELINE = gated_pipeline("gated")
 DECISION = {"outcome": True, "branch": "if_true", "expression": 0, "branches": {"if_true": ["publish"],
                                                                                 "if_false": ["too-low"]},
             "conditions": [{"op": ">=", "left": 0.8125, "right": 0.7, "holds": True,
@@ -53,7 +31,7 @@ DECISION = {"outcome": True, "branch": "if_true", "expression": 0, "branches": {
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
-    return make_project(tmp_path / "project", "gated", PIPELINE, {}, ("emit.py", "train.py", "score.py"))
+    return make_project(tmp_path / "project", "gated", PIPELINE, {}, SCRIPTS)
 
 
 def state_of(*steps: tuple[str, dict[str, Any]], **header: Any) -> dict[str, Any]:
